@@ -1,0 +1,6 @@
+"""vla_ros: DeepVision-VLA on a ROS 2 robot arm.
+
+Imports flow one way: types/config/errors -> model/control/recording/sim/training -> ros.
+"""
+
+__version__ = "0.1.0"
