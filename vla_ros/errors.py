@@ -27,3 +27,7 @@ class PolicyMismatchError(VlaRosError):
 
 class RecordingError(VlaRosError):
     """An episode cannot be started, written or finalised (disk space, state, bad request)."""
+
+
+class StaleObservationError(ObservationError):
+    """A source has no message yet or only an old one: worth waiting for, unlike a malformed one."""

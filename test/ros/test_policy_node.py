@@ -1,0 +1,257 @@
+"""policy_node over real DDS with a deterministic test policy."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+
+from test.conftest import wait_for
+from test.fakes import RampPolicy
+from test.ros.sensors import SensorPublisher
+from vla_ros.config.policy import DEFAULT_JOINTS, PolicyNodeConfig
+from vla_ros.errors import PolicyMismatchError
+from vla_ros.ros.policy_node import PolicyNode
+from vla_ros_interfaces.action import RunPolicy
+from vla_ros_interfaces.msg import ActionChunk
+
+Result = RunPolicy.Result
+
+
+class GoalClient:
+    """Sends RunPolicy goals and collects published chunks and feedback."""
+
+    def __init__(self, ros) -> None:
+        self.node = ros.node("policy_test_client")
+        self.client = ActionClient(self.node, RunPolicy, "/vla/run_policy")
+        self.chunks: list[ActionChunk] = []
+        self.feedback: list = []
+        self.node.create_subscription(ActionChunk, "/vla/action_chunk", self.chunks.append, 10)
+        assert self.client.wait_for_server(timeout_sec=10.0), "action server not found"
+
+    def send(self, instruction="pour the water into the bowl", time_limit_s=0.0, max_chunks=0, record=False):
+        goal = RunPolicy.Goal(instruction=instruction, time_limit_s=time_limit_s, max_chunks=max_chunks,
+                              record=record)
+        accepted = threading.Event()
+        holder = {}
+
+        def on_goal(fut):
+            holder["handle"] = fut.result()
+            accepted.set()
+
+        self.client.send_goal_async(goal, feedback_callback=lambda fb: self.feedback.append(fb.feedback)
+                                    ).add_done_callback(on_goal)
+        assert accepted.wait(10.0), "no goal response"
+        return holder["handle"]
+
+    @staticmethod
+    def result(handle, timeout_s=20.0):
+        done = threading.Event()
+        holder = {}
+
+        def on_result(fut):
+            holder["result"] = fut.result().result
+            done.set()
+
+        handle.get_result_async().add_done_callback(on_result)
+        assert done.wait(timeout_s), "no result"
+        return holder["result"]
+
+
+def start_policy_node(ros, policy=None, **overrides) -> PolicyNode:
+    cfg = PolicyNodeConfig(**{"observation_wait_s": 1.0, "replan_period_s": 0.05, **overrides})
+    return ros.add(PolicyNode(policy=policy or RampPolicy(), config=cfg, context=ros.context))
+
+
+def test_goal_yields_chunks_with_shape_names_stamp_and_dt(ros):
+    policy = RampPolicy(horizon=8, dt_s=0.1)
+    start_policy_node(ros, policy)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")) as sensors:
+        handle = client.send(max_chunks=3)
+        assert handle.accepted
+        result = client.result(handle)
+    assert result.outcome == Result.OUTCOME_COMPLETED, result.reason
+    assert result.chunk_count == 3 and "chunk limit" in result.reason
+    wait_for(lambda: len(client.chunks) == 3, what="3 chunks on /vla/action_chunk")
+    assert len(client.feedback) == 3
+    for chunk, obs in zip(client.chunks, policy.calls):
+        assert list(chunk.names) == list(DEFAULT_JOINTS)
+        assert chunk.horizon == 8 and chunk.dt == pytest.approx(0.1)
+        assert chunk.action_space == "joint_position"
+        actions = np.asarray(chunk.actions).reshape(8, len(DEFAULT_JOINTS))
+        np.testing.assert_allclose(actions[0], sensors.positions + 0.01)
+        stamp_ns = chunk.header.stamp.sec * 10**9 + chunk.header.stamp.nanosec
+        assert stamp_ns == obs.stamp_ns > 0
+    ids = [c.chunk_id for c in client.chunks]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert client.feedback[0].kept_expert_tokens == 32
+
+
+def test_cancel_ends_goal_and_stops_chunks(ros):
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):
+        handle = client.send()
+        wait_for(lambda: len(client.chunks) >= 2, what="chunks before cancel")
+        handle.cancel_goal_async()
+        result = client.result(handle, timeout_s=5.0)
+        assert result.outcome == Result.OUTCOME_CANCELED
+        count = len(client.chunks)
+        # No chunk may follow the result: give the policy a few replan periods to misbehave.
+        threading.Event().wait(0.3)
+        assert len(client.chunks) <= count + 1  # at most one already in flight on the wire
+        assert result.chunk_count >= count - 1
+
+
+def test_stale_camera_aborts_naming_topic(ros):
+    start_policy_node(ros, observation_wait_s=0.5)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")) as sensors:
+        sensors.publish_images = False
+        result = client.result(client.send())
+    assert result.outcome == Result.OUTCOME_ABORTED
+    assert "/camera/image_raw" in result.reason
+    assert not client.chunks
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "missing"])
+def test_bad_joint_state_aborts_naming_joint(ros, bad):
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")) as sensors:
+        if bad == "missing":
+            sensors.joint_names = sensors.joint_names[:4] + sensors.joint_names[5:]
+            sensors.positions = sensors.positions[:6]
+        else:
+            positions = sensors.positions.copy()
+            positions[4] = np.nan if bad == "nan" else np.inf
+            sensors.positions = positions
+        result = client.result(client.send())
+    assert result.outcome == Result.OUTCOME_ABORTED
+    assert "joint_5" in result.reason
+    assert not client.chunks
+
+
+def test_unsupported_encoding_aborts_naming_it(ros):
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")) as sensors:
+        sensors.encoding = "16UC1"
+        result = client.result(client.send())
+    assert result.outcome == Result.OUTCOME_ABORTED
+    assert "16UC1" in result.reason
+
+
+def test_wrong_image_size_is_resized_or_refused(ros):
+    policy = RampPolicy()
+    node = start_policy_node(ros, policy)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")) as sensors:
+        sensors.size_hw = (120, 160)
+        result = client.result(client.send(max_chunks=1))
+        assert result.outcome == Result.OUTCOME_COMPLETED, result.reason
+        assert policy.calls[-1].images[0].shape == (240, 320, 3)
+        node.set_parameters([node.get_parameter("resize_mismatched_images").__class__(
+            "resize_mismatched_images", value=False)])
+        result = client.result(client.send(max_chunks=1))
+    assert result.outcome == Result.OUTCOME_ABORTED
+    assert "120x160" in result.reason and "240x320" in result.reason
+
+
+def _set_params(ros, values: dict) -> list:
+    node = ros.node("param_client")
+    client = node.create_client(SetParameters, "/policy_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+    params = []
+    for name, value in values.items():
+        if isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        params.append(ParameterMsg(name=name, value=pv))
+    done = threading.Event()
+    holder = {}
+    client.call_async(SetParameters.Request(parameters=params)).add_done_callback(
+        lambda fut: (holder.setdefault("r", fut.result()), done.set()))
+    assert done.wait(10.0)
+    return holder["r"].results
+
+
+def test_parameter_change_applies_and_invalid_is_refused(ros):
+    policy = RampPolicy()
+    node = start_policy_node(ros, policy)
+    [ok] = _set_params(ros, {"keep_ratio": 0.25})
+    assert ok.successful
+    assert policy.keep_ratio == 0.25 and node.get_parameter("keep_ratio").value == 0.25
+    [bad] = _set_params(ros, {"keep_ratio": 2.0})
+    assert not bad.successful and bad.reason
+    [bad_choice] = _set_params(ros, {"new_goal_policy": "sometimes"})
+    assert not bad_choice.successful and "sometimes" in bad_choice.reason
+    assert policy.keep_ratio == 0.25 and node.get_parameter("keep_ratio").value == 0.25
+    [static] = _set_params(ros, {"checkpoint_dir": "/elsewhere"})
+    assert not static.successful
+    # The applied value reaches the next chunk.
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):
+        result = client.result(client.send(max_chunks=1))
+    assert result.outcome == Result.OUTCOME_COMPLETED
+    assert client.feedback[-1].kept_expert_tokens == 16
+
+
+def test_second_goal_rejected_while_running(ros):
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):
+        first = client.send()
+        wait_for(lambda: len(client.chunks) >= 1, what="first goal running")
+        second = client.send()
+        assert not second.accepted
+        first.cancel_goal_async()
+        assert client.result(first).outcome == Result.OUTCOME_CANCELED
+
+
+def test_second_goal_preempts_when_configured(ros):
+    start_policy_node(ros, new_goal_policy="preempt")
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):
+        first = client.send()
+        wait_for(lambda: len(client.chunks) >= 1, what="first goal running")
+        second = client.send(max_chunks=2)
+        assert second.accepted
+        first_result = client.result(first)
+        assert first_result.outcome == Result.OUTCOME_ABORTED and "preempted" in first_result.reason
+        assert client.result(second).outcome == Result.OUTCOME_COMPLETED
+
+
+def test_policy_exception_aborts_goal_and_node_serves_next(ros):
+    policy = RampPolicy()
+    start_policy_node(ros, policy)
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):
+        policy.fail_next.set()
+        result = client.result(client.send(max_chunks=2))
+        assert result.outcome == Result.OUTCOME_ABORTED and "planted failure" in result.reason
+        result = client.result(client.send(max_chunks=2))
+        assert result.outcome == Result.OUTCOME_COMPLETED and result.chunk_count == 2
+
+
+def test_empty_instruction_is_rejected(ros):
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    assert not client.send(instruction="  ").accepted
+
+
+@pytest.mark.parametrize("policy_kwargs,fragment", [
+    ({"joint_names": tuple(reversed(DEFAULT_JOINTS))}, "joint names/order"),
+    ({"cameras": ("front", "wrist")}, "image count"),
+    ({"image_size_px": (224, 224)}, "image size"),
+])
+def test_startup_refuses_mismatched_policy(ros, policy_kwargs, fragment):
+    with pytest.raises(PolicyMismatchError, match=fragment):
+        PolicyNode(policy=RampPolicy(**policy_kwargs), config=PolicyNodeConfig(), context=ros.context)

@@ -1,0 +1,1 @@
+"""Thin rclpy adapters: message conversion, parameter binding and the nodes. No algorithms here."""
