@@ -1,0 +1,77 @@
+"""AGVP: planted saliency peaks are kept in raster order; the fast saliency equals the full-attention one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test.model.tiny import make_inputs
+from vla_ros.model.masks import attention_mask, vla_kinds
+from vla_ros.model.pruning import (action_to_vision_saliency, full_attention_probs, kept_patch_count,
+                                   saliency_from_full_attention, select_expert_patches)
+
+
+def test_keeps_exactly_the_planted_top_tokens_in_raster_order():
+    generator = torch.Generator().manual_seed(0)
+    saliency = torch.rand(1, 1, 8, 8, generator=generator) * 0.1  # same grid as the expert: no interpolation
+    planted = [50, 3, 17, 42, 8, 61, 30, 26]
+    saliency.view(-1)[planted] = 1.0 + torch.rand(len(planted), generator=generator)
+    kept = select_expert_patches(saliency, (8, 8), keep=len(planted))
+    assert kept.shape == (1, 1, 8)
+    assert kept[0, 0].tolist() == sorted(planted)
+
+
+def test_one_salient_vla_token_keeps_its_expert_quadrant():
+    # 2x2 VLA grid -> 8x8 expert grid (bilinear): the top 16 patches are the 4x4 block under the hot token.
+    saliency = torch.zeros(2, 1, 2, 2)
+    saliency[0, 0, 0, 0] = 1.0  # top-left token of sample 0
+    saliency[1, 0, 1, 1] = 1.0  # bottom-right token of sample 1
+    kept = select_expert_patches(saliency, (8, 8), keep=16)
+    top_left = [r * 8 + c for r in range(4) for c in range(4)]
+    bottom_right = [r * 8 + c for r in range(4, 8) for c in range(4, 8)]
+    assert kept[0, 0].tolist() == top_left
+    assert kept[1, 0].tolist() == bottom_right
+
+
+def test_selection_is_per_camera():
+    saliency = torch.zeros(1, 2, 2, 2)
+    saliency[0, 0, 0, 1] = 1.0
+    saliency[0, 1, 1, 0] = 1.0
+    kept = select_expert_patches(saliency, (2, 2), keep=1)
+    assert kept.tolist() == [[[1], [2]]]
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_fast_saliency_equals_full_attention_reference(renormalize):
+    generator = torch.Generator().manual_seed(1)
+    batch, q_heads, kv_heads, length, head_dim, horizon = 2, 4, 2, 12, 8, 3
+    valid = torch.ones(batch, length - horizon, dtype=torch.bool)
+    valid[1, -2:] = False  # padding in the second sample
+    mask = attention_mask(vla_kinds(valid, use_proprio=False, horizon=horizon))
+    q = torch.randn(batch, q_heads, length, head_dim, generator=generator)
+    k = torch.randn(batch, kv_heads, length, head_dim, generator=generator)
+    visual_index = torch.tensor([[1, 2, 3, 4]])
+    action_index = torch.arange(length - horizon, length)
+    fast = action_to_vision_saliency(q[:, :, -horizon:], k, mask[:, -horizon:], visual_index, head_dim**-0.5,
+                                     renormalize)
+    reference = saliency_from_full_attention(full_attention_probs(q, k, mask, head_dim**-0.5), action_index,
+                                             visual_index, renormalize)
+    assert fast.shape == (batch, 1, 4)
+    torch.testing.assert_close(fast, reference, atol=1e-6, rtol=0)
+
+
+def test_kept_count_is_rounded_ratio_of_patches():
+    assert kept_patch_count(0.5, 1024) == 512
+    assert kept_patch_count(0.3, 64) == 19
+    assert kept_patch_count(1e-4, 64) == 1
+    assert kept_patch_count(1.0, 64) == 64
+
+
+def test_model_saliency_is_detached_and_indices_sorted(tiny_model, tiny_processor):
+    tiny_model.train()
+    out = tiny_model(make_inputs(tiny_processor), target_actions=torch.zeros(2, 16, 7))
+    assert not out.saliency.requires_grad
+    assert out.saliency.shape == (2, 1, 2, 2)
+    kept = out.kept_patch_index
+    assert kept.shape == (2, 1, 32)
+    assert torch.all(kept[..., 1:] > kept[..., :-1])

@@ -1,0 +1,38 @@
+"""Builders of tiny-config models, processors and inputs for the model tests (CPU, fp32, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vla_ros.model.configuration import DeepVisionConfig
+from vla_ros.model.modeling_deepvision import DeepVisionVLA
+from vla_ros.model.normalization import NormStats
+from vla_ros.model.processing import DeepVisionProcessor, ModelInputs, build_byte_tokenizer
+
+INSTRUCTIONS = ("pick up the red cube", "open the top drawer slowly")
+
+
+def make_processor(config: DeepVisionConfig) -> DeepVisionProcessor:
+    rng = np.random.default_rng(0)
+    robot = config.robot
+    stats = NormStats.from_arrays(rng.normal(size=(500, robot.action_dim)), rng.normal(size=(500, robot.state_dim)))
+    return DeepVisionProcessor(config, build_byte_tokenizer(config.vlm.tokens), stats)
+
+
+def make_model(config: DeepVisionConfig, seed: int = 0) -> DeepVisionVLA:
+    torch.manual_seed(seed)
+    return DeepVisionVLA(config).eval()
+
+
+def make_frames(config: DeepVisionConfig, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    robot = config.robot
+    shape = (batch, len(robot.camera_names), *robot.camera_image_size_px, 3)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+
+
+def make_inputs(processor: DeepVisionProcessor, batch: int = 2, seed: int = 0) -> ModelInputs:
+    config = processor.config
+    states = torch.randn(batch, config.robot.state_dim, generator=torch.Generator().manual_seed(seed))
+    return processor(make_frames(config, batch, seed), list(INSTRUCTIONS[:batch]), states)

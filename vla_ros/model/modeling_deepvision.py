@@ -1,0 +1,225 @@
+"""DeepVision-VLA: QwenVLA-OFT plus a DINOv3 vision expert coupled into the deep LLM layers, with AGVP.
+
+forward() follows deepvision_vla.md §5.5 steps 1-6 in reading order. The QwenVLA-OFT baseline is the same
+class with `config.expert = None` (no coupled layers, no pruning). Shapes are static given the config, the
+instruction bucket and the keep ratio; no step loops over tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from transformers import DINOv3ViTModel, Qwen3VLModel
+
+from vla_ros.model import backbones
+from vla_ros.model.configuration import DeepVisionConfig, check_keep_ratio
+from vla_ros.model.coupled_attention import CoupledLayerPair, Rope, decoder_layer_forward
+from vla_ros.model.heads import build_head
+from vla_ros.model.masks import TokenKind, attention_mask, coupled_kinds, vla_kinds
+from vla_ros.model.processing import ModelInputs
+from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, select_expert_patches
+
+
+@dataclasses.dataclass
+class DeepVisionOutput:
+    actions: torch.Tensor  # (B, H, A) normalised units
+    last_hidden_state: torch.Tensor  # (B, N, C) VLA tokens after the final norm
+    loss: torch.Tensor | None = None  # mean L1 against target_actions
+    saliency: torch.Tensor | None = None  # (B, C_cam, gh, gw) AGVP map, detached
+    kept_patch_index: torch.Tensor | None = None  # (B, C_cam, K) raster-ordered expert patch indices
+    expert_hidden_states: tuple[torch.Tensor, ...] | None = None  # (B, M, C_e) entering each coupled layer
+
+
+class DeepVisionVLA(nn.Module):
+    def __init__(self, config: DeepVisionConfig, vlm: Qwen3VLModel | None = None,
+                 expert: DINOv3ViTModel | None = None) -> None:
+        super().__init__()
+        self.config = config
+        robot, text = config.robot, config.vlm.text
+        self.vlm = vlm if vlm is not None else backbones.build_qwen_vl(config.vlm)
+        self.expert = None
+        self.pairs = nn.ModuleList()
+        if config.expert is not None:
+            self.expert = expert if expert is not None else backbones.build_dinov3(config.expert)
+            n, shared = config.coupling.num_layers, config.coupling.share_aligners
+            self.pairs.extend(
+                CoupledLayerPair(text, config.expert, config.coupling, has_expert_update=shared or j < n - 1)
+                for j in range(1 if shared else n))
+        # OFT-style proprio token [I]: Linear -> GELU -> Linear into the LLM width.
+        self.proprio = nn.Sequential(nn.Linear(robot.state_dim, text.hidden_size), nn.GELU(),
+                                     nn.Linear(text.hidden_size, text.hidden_size)) if robot.use_proprio else None
+        self.action_head = build_head(config.head, text.hidden_size, robot.action_dim)
+        self.keep_ratio = config.pruning.keep_ratio  # run-time value, changed by set_keep_ratio
+
+    @classmethod
+    def from_base_weights(cls, config: DeepVisionConfig, dtype: torch.dtype = torch.float32) -> DeepVisionVLA:
+        """Qwen3-VL and DINOv3 from the local HF directories named in the config; new modules random."""
+        vlm = backbones.load_qwen_vl(config.vlm, dtype)
+        expert = backbones.load_dinov3(config.expert, dtype) if config.expert is not None else None
+        return cls(config, vlm=vlm, expert=expert).to(dtype)
+
+    def set_keep_ratio(self, keep_ratio: float) -> None:
+        self.keep_ratio = check_keep_ratio(keep_ratio)
+
+    def kept_patches_per_camera(self, keep_ratio: float | None = None) -> int:
+        if self.config.expert is None:
+            return 0
+        grid_h, grid_w = self.config.expert.patch_grid
+        return kept_patch_count(self.keep_ratio if keep_ratio is None else keep_ratio, grid_h * grid_w)
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(module: nn.Module | None) -> int:
+            return 0 if module is None else sum(p.numel() for p in module.parameters())
+        return {"vlm_vision": count(self.vlm.visual), "vlm_language": count(self.vlm.language_model),
+                "expert": count(self.expert), "coupling": count(self.pairs), "proprio": count(self.proprio),
+                "action_head": count(self.action_head), "total": count(self)}
+
+    def forward(self, inputs: ModelInputs, target_actions: torch.Tensor | None = None,
+                keep_ratio: float | None = None, output_hidden_states: bool = False) -> DeepVisionOutput:
+        """inputs from DeepVisionProcessor; target_actions (B, H, A) normalised -> DeepVisionOutput."""
+        cfg = self.config
+        horizon = cfg.robot.chunk_size
+        language = self.vlm.language_model
+        layers = backbones.text_layers(self.vlm)
+        num_coupled = cfg.coupling.num_layers
+        visual_index = inputs.visual_index  # (C, Nv)
+
+        # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; H zero action embeddings], masks, MRoPE.
+        visual_tokens, deepstack = self._visual_tokens(inputs)
+        z = language.embed_tokens(inputs.input_ids).index_copy(1, visual_index.flatten(), visual_tokens)
+        parts = [z]
+        if self.proprio is not None:
+            parts.append(self.proprio(inputs.state.to(z.dtype))[:, None])
+        parts.append(z.new_zeros(z.shape[0], horizon, z.shape[-1]))
+        z = torch.cat(parts, dim=1)  # (B, N, C)
+        kinds = vla_kinds(inputs.prompt_valid, self.proprio is not None, horizon)
+        mask = attention_mask(kinds)  # (B, N, N)
+        positions = self._vla_positions(kinds, visual_index)  # (3, B, N)
+        rope = language.rotary_emb(z, positions)
+
+        # §5.5 step 2: expert embeddings and its shallow (uncoupled) layers.
+        expert_tokens = self._expert_shallow(inputs.expert_pixels) if self.expert is not None else None
+
+        # §5.5 step 3: shallow LLM layers; AGVP reads the action rows of the saliency layers.
+        saliency_sum = None
+        saliency_layers = set(cfg.pruning.saliency_layers) if self.expert is not None else set()
+        for index in range(len(layers) - num_coupled):
+            z, q, k = decoder_layer_forward(layers[index], z, rope, mask)
+            if index in saliency_layers:
+                with torch.no_grad():
+                    layer_map = action_to_vision_saliency(q[:, :, -horizon:], k, mask[:, -horizon:], visual_index,
+                                                          layers[index].self_attn.scaling, cfg.pruning.renormalize)
+                saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
+            if index < len(deepstack):  # DeepStack: early visual features added after LLM layers 0, 1, 2
+                z = z.index_add(1, visual_index.flatten(), deepstack[index])
+
+        saliency = kept_index = None
+        expert_states: list[torch.Tensor] = []
+        if self.expert is not None:
+            # §5.5 step 4: AGVP, one index set for all coupled layers.
+            grid_h, grid_w = cfg.vlm.token_grid
+            saliency = (saliency_sum / len(saliency_layers)).view(z.shape[0], -1, grid_h, grid_w)
+            keep = self.kept_patches_per_camera(keep_ratio)
+            kept_index = select_expert_patches(saliency, cfg.expert.patch_grid, keep, cfg.pruning.interpolation)
+            e, expert_rope, cameras = self._keep_expert_tokens(expert_tokens, kept_index, positions, visual_index)
+
+            # §5.5 step 5: coupled layers, expert tokens first in the shared attention (Fig. 3c).
+            coupled_mask = attention_mask(coupled_kinds(kinds, e.shape[1]),
+                                          torch.cat([cameras, cameras.new_full((z.shape[1],), -1)]))
+            expert_layer_list = backbones.expert_layers(self.expert)
+            for j in range(num_coupled):
+                if output_hidden_states:
+                    expert_states.append(e)
+                pair = self.pairs[0 if cfg.coupling.share_aligners else j]
+                update = j < num_coupled - 1
+                z, e_next = pair(layers[len(layers) - num_coupled + j],
+                                 expert_layer_list[len(expert_layer_list) - num_coupled + j],
+                                 z, e, rope, expert_rope, coupled_mask, update_expert=update)
+                e = e_next if update else e
+
+        # §5.5 step 6: final norm and the action head on the H action tokens.
+        hidden = language.norm(z)
+        actions = self.action_head(hidden[:, -horizon:])  # (B, H, A)
+        loss = None if target_actions is None else self.action_head.loss(actions, target_actions)
+        return DeepVisionOutput(actions=actions, last_hidden_state=hidden, loss=loss, saliency=saliency,
+                                kept_patch_index=kept_index,
+                                expert_hidden_states=tuple(expert_states) if output_hidden_states else None)
+
+    # ---- steps ----
+
+    def _visual_tokens(self, inputs: ModelInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Qwen3-VL vision tower on all B*C frames -> (B, C*Nv, C) tokens and DeepStack features."""
+        batch = inputs.batch_size
+        num_images = batch * inputs.visual_index.shape[0]
+        vision = self.config.vlm.vision
+        grid_h, grid_w = self.config.vlm.token_grid
+        grid_thw = torch.tensor([[1, grid_h * vision.spatial_merge_size, grid_w * vision.spatial_merge_size]],
+                                device=inputs.vla_pixels.device).repeat(num_images, 1)
+        out = self.vlm.visual(inputs.vla_pixels.to(self.vlm.visual.dtype), grid_thw=grid_thw, return_dict=True)
+        width = out.pooler_output.shape[-1]
+        return (out.pooler_output.view(batch, -1, width),
+                [feature.view(batch, -1, width) for feature in out.deepstack_features])
+
+    def _vla_positions(self, kinds: torch.Tensor, visual_index: torch.Tensor) -> torch.Tensor:
+        """MRoPE ids (3, B, N) as Qwen3-VL's get_rope_index assigns them, in tensor ops.
+
+        Text tokens advance one position; image tokens share the image's start position in t and add their
+        row/column in h/w; after an image the position jumps by max(gh, gw). Padding advances nothing.
+        """
+        grid_h, grid_w = self.config.vlm.token_grid
+        length = kinds.shape[1]
+        flat = visual_index.flatten()
+        step = (kinds != TokenKind.PAD).long()
+        step[:, flat] = 0
+        step[:, visual_index[:, -1]] = max(grid_h, grid_w)
+        start = step.cumsum(dim=1) - step  # (B, N)
+        offsets = torch.zeros(3, length, dtype=torch.long, device=kinds.device)
+        token = torch.arange(visual_index.shape[1], device=kinds.device).repeat(visual_index.shape[0])
+        offsets[1, flat] = token // grid_w
+        offsets[2, flat] = token % grid_w
+        return start[None] + offsets[:, None, :]
+
+    def _expert_shallow(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B*C, 3, He, We) -> (B*C, prefix + P, C_e) after the expert layers that are not coupled."""
+        pixels = pixels.to(self.expert.embeddings.patch_embeddings.weight.dtype)
+        tokens = self.expert.embeddings(pixels)
+        rope = self.expert.rope_embeddings(pixels)
+        layer_list = backbones.expert_layers(self.expert)
+        for layer in layer_list[: len(layer_list) - self.config.coupling.num_layers]:
+            tokens = layer(tokens, position_embeddings=rope)
+        return tokens
+
+    def _keep_expert_tokens(self, tokens: torch.Tensor, kept_index: torch.Tensor, positions: torch.Tensor,
+                            visual_index: torch.Tensor) -> tuple[torch.Tensor, Rope | None, torch.Tensor]:
+        """Gather the kept patches once; give them positions (deepvision_vla.md §5.4).
+
+        tokens (B*C, prefix + P, C_e), kept_index (B, C, K) -> e (B, M, C_e), RoPE for e or None, camera (M,).
+        """
+        expert_cfg, coupling = self.config.expert, self.config.coupling
+        batch, num_cameras, keep = kept_index.shape
+        prefix = expert_cfg.num_prefix_tokens
+        flat_index = kept_index.view(batch * num_cameras, keep)
+        kept = tokens[:, prefix:].gather(1, flat_index[..., None].expand(-1, -1, tokens.shape[-1]))
+        start = positions[0][:, visual_index[:, 0]].float()  # (B, C): MRoPE t of each camera's image
+        rows, cols = kept_index // expert_cfg.patch_grid[1], kept_index % expert_cfg.patch_grid[1]
+        if coupling.expert_positions == "mrope_grid":  # patch (i, j) -> (t, h0 + i*gh/Pe_h, w0 + j*gw/Pe_w)
+            grid_h, grid_w = self.config.vlm.token_grid
+            t = start[..., None].expand(-1, -1, keep)
+            h = t + rows * (grid_h / expert_cfg.patch_grid[0])
+            w = t + cols * (grid_w / expert_cfg.patch_grid[1])
+            expert_positions = torch.stack([t, h, w])  # (3, B, C, K)
+        else:
+            expert_positions = start[None, ..., None].expand(3, -1, -1, keep)
+        if coupling.keep_prefix_tokens:
+            kept = torch.cat([tokens[:, :prefix], kept], dim=1)
+            prefix_positions = start[None, ..., None].expand(3, -1, -1, prefix)
+            expert_positions = torch.cat([prefix_positions, expert_positions], dim=-1)
+        per_camera = kept.shape[1]
+        e = kept.reshape(batch, num_cameras * per_camera, -1)
+        cameras = torch.arange(num_cameras, device=e.device).repeat_interleave(per_camera)
+        expert_rope = None
+        if coupling.expert_positions != "none":
+            expert_rope = self.vlm.language_model.rotary_emb(e, expert_positions.flatten(2))
+        return e, expert_rope, cameras
