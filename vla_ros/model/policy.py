@@ -1,0 +1,82 @@
+"""DeepVisionPolicy: the vla_ros.types.Policy that policy_node runs (observation in, physical chunk out)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vla_ros.errors import ConfigError
+from vla_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from vla_ros.model.configuration import check_keep_ratio
+from vla_ros.types import Observation, PolicyOutput, PolicySpec
+
+log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu. Asking for cuda without one is a ConfigError."""
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ConfigError(f"device={device!r}: must be one of {DEVICES} or 'cuda:<index>'")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+class DeepVisionPolicy:
+    """Runs a DeepVision-VLA checkpoint: bf16 on CUDA, fp32 on CPU, eval mode, no autograd."""
+
+    def __init__(self, loaded: LoadedCheckpoint, device: torch.device) -> None:
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.device = device
+        self._keep_ratio = self.model.config.pruning.keep_ratio
+        robot = self.model.config.robot
+        self._spec = PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
+                                action_space=robot.action_space, horizon=robot.chunk_size, dt_s=robot.dt_s,
+                                camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> DeepVisionPolicy:
+        resolved = resolve_device(device)
+        dtype = torch.bfloat16 if resolved.type == "cuda" else torch.float32
+        loaded = load_checkpoint(path, device=resolved, dtype=dtype)
+        log.info("loaded %s on %s (%s), %d parameters", path, resolved, dtype,
+                 loaded.model.parameter_counts()["total"])
+        return cls(loaded, resolved)
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self._spec
+
+    @property
+    def keep_ratio(self) -> float:
+        return self._keep_ratio
+
+    def set_keep_ratio(self, keep_ratio: float) -> None:
+        """Validated (ConfigError outside (0, 1]); applies from the next predict. No effect on the baseline."""
+        self._keep_ratio = check_keep_ratio(keep_ratio)
+
+    def predict(self, obs: Observation) -> PolicyOutput:
+        """One observation -> (H, A) float64 chunk in physical units (deltas for joint_delta)."""
+        return self.predict_batch([obs])[0]
+
+    def predict_batch(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
+        """Several observations in one forward pass; `info["inference_s"]` is the whole batch's time."""
+        keep_ratio = self._keep_ratio  # one snapshot per call: a concurrent set_keep_ratio applies next time
+        start_s = time.perf_counter()
+        inputs = self.processor.observations_to_inputs(observations, self.device)
+        with torch.inference_mode():
+            out = self.model(inputs, keep_ratio=keep_ratio)
+        chunks = self.processor.actions_to_physical(out.actions)  # (B, H, A) float64, synchronises the device
+        inference_s = time.perf_counter() - start_s
+        kept = self.model.kept_patches_per_camera(keep_ratio) * len(self._spec.camera_names)
+        return [PolicyOutput(actions=chunk, kept_expert_tokens=kept,
+                             info={"inference_s": inference_s, "keep_ratio": keep_ratio})
+                for chunk in chunks]
