@@ -1,0 +1,311 @@
+"""SafetyController examples: each refusal reason, start-up gate, watchdog, e-stop, arming, status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla_ros.config import apply_changes, from_flat
+from vla_ros.config.safety import SafetyConfig
+from vla_ros.control.safety import ChunkRejection, SafetyController, TickResult
+from vla_ros.control.watchdog import HoldReason, WatchdogState
+from vla_ros.errors import ConfigError
+from vla_ros.types import ActionChunk
+
+MS = 1_000_000
+JOINTS = SafetyConfig().joint_names
+HOME = np.array([0.0, -0.12, 2.11, 0.0, 1.15, 0.0, 0.0])
+
+
+class Rig:
+    """A controller driven on a simulated clock; the arm follows every command exactly."""
+
+    def __init__(self, **flat: object) -> None:
+        self.cfg = from_flat(SafetyConfig, flat)
+        self.ctl = SafetyController(self.cfg)
+        self.now_ns = 1_000 * MS
+        self.measured = HOME.copy()
+        self.ctl.update_joint_state(self.measured, self.now_ns)
+
+    def chunk(self, rows: np.ndarray, *, age_s: float = 0.0, dt_s: float = 0.1, chunk_id: int = 1,
+              space: str = "joint_position", names: tuple[str, ...] = JOINTS):
+        chunk = ActionChunk(chunk_id, self.now_ns - round(age_s * 1e9), space, names, dt_s,
+                            np.asarray(rows, dtype=np.float64))
+        return self.ctl.add_chunk(chunk, self.now_ns)
+
+    def tick(self, *, joint_state: bool = True, follow: bool = True) -> TickResult:
+        self.now_ns += 20 * MS
+        if joint_state:
+            self.ctl.update_joint_state(self.measured, self.now_ns)
+        result = self.ctl.tick(self.now_ns)
+        if follow and result.command is not None:
+            self.measured = result.command.copy()
+        return result
+
+
+def _steady(offset: np.ndarray | float = 0.0, horizon: int = 10) -> np.ndarray:
+    return np.tile(HOME + offset, (horizon, 1))  # (H, J)
+
+
+@pytest.mark.parametrize("mutate,reason", [
+    (lambda r: r.chunk(_steady(), space="ee_delta"), ChunkRejection.UNSUPPORTED_ACTION_SPACE),
+    (lambda r: r.chunk(_steady(), dt_s=0.0), ChunkRejection.BAD_DT),
+    (lambda r: r.chunk(_steady(), dt_s=-0.1), ChunkRejection.BAD_DT),
+    (lambda r: r.chunk(_steady(), dt_s=float("nan")), ChunkRejection.BAD_DT),
+    (lambda r: r.chunk(_steady()[:, :6], names=JOINTS[:6]), ChunkRejection.NAME_MISMATCH),
+    (lambda r: r.chunk(_steady(), names=JOINTS[:6] + ("elbow",)), ChunkRejection.NAME_MISMATCH),
+    (lambda r: r.chunk(_steady(), names=JOINTS[:6] + ("joint_1",)), ChunkRejection.NAME_MISMATCH),
+    (lambda r: r.chunk(_steady()[:, :6]), ChunkRejection.BAD_SHAPE),
+    (lambda r: r.chunk(np.zeros((0, 7))), ChunkRejection.BAD_SHAPE),
+    (lambda r: r.chunk(HOME), ChunkRejection.BAD_SHAPE),
+    (lambda r: r.chunk(np.where(np.eye(10, 7) > 0, np.nan, _steady())), ChunkRejection.NON_FINITE),
+    (lambda r: r.chunk(np.where(np.eye(10, 7) > 0, -np.inf, _steady())), ChunkRejection.NON_FINITE),
+    (lambda r: r.chunk(_steady(), age_s=-0.6), ChunkRejection.FUTURE_STAMP),
+    (lambda r: r.ctl.add_chunk(ActionChunk(1, float(r.now_ns), "joint_position", JOINTS, 0.1, _steady()),
+                               r.now_ns), ChunkRejection.BAD_STAMP),
+    (lambda r: r.ctl.add_chunk(ActionChunk(1, r.now_ns, "joint_position", None, 0.1, _steady()), r.now_ns),
+     ChunkRejection.NAME_MISMATCH),
+    (lambda r: r.ctl.add_chunk(ActionChunk(1, r.now_ns, "joint_position", JOINTS, 0.1, [["a"] * 7]),
+                               r.now_ns), ChunkRejection.BAD_SHAPE),
+    (lambda r: r.chunk(_steady(horizon=3), age_s=0.25), ChunkRejection.ALL_STEPS_PAST),
+])
+def test_bad_chunks_are_refused_whole_and_counted(mutate, reason: ChunkRejection) -> None:
+    rig = Rig()
+    verdict = mutate(rig)
+    assert not verdict.accepted and verdict.reason is reason
+    assert verdict.message.startswith("chunk 1 refused: ")
+    status = rig.ctl.status()
+    assert status.rejected_chunks == {reason: 1} and status.accepted_chunks == 0
+    assert status.last_reason == verdict.message
+    assert rig.tick().command is None  # nothing in the plan
+
+
+def test_out_of_order_and_estop_refusals() -> None:
+    rig = Rig()
+    assert rig.chunk(_steady(), age_s=0.1).accepted
+    verdict = rig.chunk(_steady(), age_s=0.2, chunk_id=2)
+    assert verdict.reason is ChunkRejection.OUT_OF_ORDER and "older than the last accepted" in verdict.message
+    assert rig.chunk(_steady(), age_s=0.1, chunk_id=3).accepted  # same stamp is not older
+    rig.ctl.estop(True)
+    assert rig.chunk(_steady(), chunk_id=4).reason is ChunkRejection.ESTOP_LATCHED
+
+
+def test_too_old_chunk_is_dropped_and_counted_apart() -> None:
+    rig = Rig()
+    verdict = rig.chunk(_steady(), age_s=0.6)
+    assert verdict.reason is ChunkRejection.TOO_OLD and "max_chunk_age_s is 0.5" in verdict.message
+    status = rig.ctl.status()
+    assert status.dropped_chunks == 1 and status.rejected_chunks == {}
+
+
+def test_names_are_mapped_by_name() -> None:
+    rig = Rig(**{"limits.max_acceleration_rad_s2": [1e5] * 7, "limits.max_step_rad": 10.0,
+                 "limits.max_velocity_rad_s": [1e3] * 7})
+    order = (6, 5, 4, 3, 2, 1, 0)
+    target = HOME + np.arange(7) * 0.01
+    assert rig.chunk(np.tile(target[list(order)], (10, 1)), names=tuple(JOINTS[i] for i in order)).accepted
+    np.testing.assert_allclose(rig.tick().command, target)
+
+
+def test_steps_already_past_on_arrival_are_skipped() -> None:
+    rig = Rig(**{"limits.max_acceleration_rad_s2": [1e5] * 7, "limits.max_step_rad": 10.0,
+                 "limits.max_velocity_rad_s": [1e3] * 7, "blend.mode": "newest"})
+    rows = HOME + np.arange(10)[:, None] * np.full(7, 0.01)  # step k moves every joint by 0.01 k
+    assert rig.chunk(rows, age_s=0.23).accepted  # steps 0, 1, 2 were due before arrival
+    commands = np.array([rig.tick().command for _ in range(5)])
+    # Tick n is at 0.23 + 0.02 n s after the stamp: between steps 2 and 3 first, never step 0.
+    expected = HOME + (np.arange(1, 6) * 0.02 + 0.23)[:, None] / 0.1 * 0.01
+    np.testing.assert_allclose(commands, expected, atol=1e-12)
+
+
+def test_startup_gate_refuses_a_far_first_target() -> None:
+    rig = Rig()
+    far = HOME.copy()
+    far[1] += 0.6
+    assert rig.chunk(np.tile(far, (10, 1))).accepted
+    result = rig.tick()
+    assert result.command is None and result.state is WatchdogState.WAITING
+    status = rig.ctl.status()
+    assert status.rejected_chunks == {ChunkRejection.STARTUP_TOO_FAR: 1}
+    assert "joint_2 is 0.600 rad" in status.last_reason and status.run_id == 0
+    assert rig.tick().hold_reason is HoldReason.NO_PLAN  # the plan was dropped
+
+
+def test_gripper_is_exempt_from_the_startup_gate() -> None:
+    rig = Rig()
+    closed = HOME.copy()
+    closed[6] = 1.0
+    assert rig.chunk(np.tile(closed, (10, 1))).accepted
+    assert rig.tick().state is WatchdogState.RUNNING
+
+
+def test_start_outside_limits_is_refused() -> None:
+    rig = Rig()
+    rig.measured[2] = 2.6  # beyond position_max 2.5
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    rig.chunk(_steady())
+    assert rig.tick().command is None
+    assert rig.ctl.status().rejected_chunks == {ChunkRejection.START_OUTSIDE_LIMITS: 1}
+    assert "joint_3" in rig.ctl.status().last_reason
+
+
+def test_ramp_in_slews_to_the_first_target_within_limits_and_stops_on_it() -> None:
+    rig = Rig(**{"watchdog.chunk_timeout_s": 10.0})
+    target = HOME.copy()
+    target[0] += 0.45
+    assert rig.chunk(np.tile(target, (50, 1))).accepted
+    commands = [rig.tick() for _ in range(60)]
+    positions = np.array([HOME] + [c.command for c in commands])
+    assert all(c.state is WatchdogState.RUNNING and c.run_id == 1 for c in commands)
+    assert positions[:, 0].max() <= target[0] + 1e-12  # no overshoot
+    np.testing.assert_allclose(positions[-1], target, atol=1e-12)
+    velocities = np.diff(positions, axis=0) * 50.0
+    assert np.abs(velocities).max() <= 1.5 + 1e-9
+    assert np.abs(np.diff(np.vstack([np.zeros(7), velocities]), axis=0) * 50.0).max() <= 6.0 + 1e-6
+    assert rig.ctl.status().clip_counts[0] > 0 and rig.ctl.status().clip_counts[1:] == (0,) * 6
+
+
+def test_targets_beyond_the_position_limits_are_clipped_and_counted() -> None:
+    rig = Rig()
+    rows = _steady(horizon=50)
+    rows[:, 5] = 2.79  # near position_max 2.8 ... then beyond
+    rows[3:, 5] = 50.0
+    rig.measured[5] = 2.79
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    assert rig.chunk(rows).accepted
+    results = [rig.tick() for _ in range(20)]
+    assert all(r.state is WatchdogState.RUNNING for r in results)
+    assert max(r.command[5] for r in results) == 2.8
+    assert any(r.clipped[5] for r in results) and rig.ctl.status().clip_counts[5] > 0
+
+
+def _running_rig(**flat: object) -> Rig:
+    rig = Rig(**flat)
+    moving = HOME + np.linspace(0.0, 2.0, 50)[:, None] * np.eye(7)[0]  # joint_1 at ~0.4 rad/s
+    assert rig.chunk(moving).accepted
+    for _ in range(20):
+        assert rig.tick().state is WatchdogState.RUNNING
+    return rig
+
+
+def _assert_decelerates_to_rest(results: list[TickResult], state: WatchdogState) -> None:
+    speeds = [np.abs(r.velocities_rad_s).max() for r in results if r.command is not None]
+    assert all(r.state is state for r in results)
+    assert all(b <= a + 1e-12 for a, b in zip(speeds, speeds[1:])) and speeds[-1] == 0.0
+
+
+def test_chunk_timeout_holds_by_decelerating_then_silence() -> None:
+    rig = _running_rig()
+    results = [rig.tick() for _ in range(30)]  # no new chunk for 0.6 s (> chunk_timeout_s 0.5)
+    held = [r for r in results if r.hold_reason is HoldReason.CHUNK_TIMEOUT]
+    assert held and results[-1].command is None
+    assert "chunk_timeout_s is 0.5" in rig.ctl.status().last_reason
+    _assert_decelerates_to_rest(held, WatchdogState.HOLD)
+
+
+def test_repeat_hold_mode_resends_the_last_command() -> None:
+    rig = _running_rig(hold_mode="repeat")
+    rig.ctl.estop(True)
+    results = [rig.tick() for _ in range(20)]
+    assert all(r.command is not None for r in results)
+    np.testing.assert_array_equal(results[-1].command, results[-2].command)
+
+
+def test_stale_and_invalid_joint_states_hold() -> None:
+    rig = _running_rig(**{"watchdog.chunk_timeout_s": 10.0})
+    results = [rig.tick(joint_state=False) for _ in range(15)]  # 0.3 s without joint states
+    assert results[-1].hold_reason is HoldReason.JOINT_STATE_STALE
+    assert "joint_state_timeout_s is 0.2" in rig.ctl.status().last_reason
+    rig = _running_rig(**{"watchdog.chunk_timeout_s": 10.0})
+    rig.ctl.update_joint_state(np.full(7, np.nan), rig.now_ns + 1)
+    result = rig.tick(joint_state=False)
+    assert result.hold_reason is HoldReason.JOINT_STATE_INVALID and result.state is WatchdogState.HOLD
+    assert "expected 7 finite positions" in rig.ctl.status().last_reason
+    rig.ctl.update_joint_state(np.zeros(3), rig.now_ns + 1)  # wrong size: also a hold, no crash
+    assert rig.tick(joint_state=False).hold_reason is HoldReason.JOINT_STATE_INVALID
+
+
+def test_estop_latches_until_released_and_reset() -> None:
+    rig = _running_rig()
+    rig.ctl.estop(True)
+    results = [rig.tick() for _ in range(20)]
+    _assert_decelerates_to_rest(results, WatchdogState.ESTOP)
+    assert rig.ctl.reset() == (False, "e-stop is still pressed: release it, then reset")
+    rig.ctl.estop(False)
+    assert rig.tick().state is WatchdogState.ESTOP  # released but latched
+    ok, message = rig.ctl.reset()
+    assert ok and "new run" in message
+    assert rig.ctl.reset() == (True, "nothing to reset: the e-stop is not latched")
+    assert rig.tick().state is WatchdogState.WAITING
+    assert rig.chunk(_steady(), chunk_id=9).accepted
+    assert rig.tick().run_id == 2
+
+
+def test_reset_waits_for_the_arm_to_be_at_rest() -> None:
+    rig = _running_rig()
+    rig.ctl.estop(True)
+    rig.tick()
+    rig.ctl.estop(False)
+    assert rig.ctl.reset() == (False, "the arm is still decelerating: reset again once it is at rest")
+
+
+def test_arming_starts_a_new_run_from_the_measured_position() -> None:
+    rig = Rig()
+    assert not rig.ctl.armed and Rig(start_armed=True).ctl.armed
+    rig.chunk(_steady(0.1, horizon=30))
+    dry = [rig.tick(follow=False) for _ in range(5)]  # disarmed: the robot does not follow
+    assert dry[-1].run_id == 1 and np.abs(dry[-1].command - HOME).max() > 0.0
+    rig.ctl.arm(True)
+    armed = rig.tick(follow=False)
+    assert armed.run_id == 2
+    assert np.abs(armed.command - HOME).max() <= 6.0 * 0.02 * 0.02 + 1e-12  # from rest at HOME
+    rig.ctl.arm(True)  # already armed: same run
+    assert rig.tick().run_id == 2
+
+
+def test_joint_delta_is_relative_to_the_state_nearest_the_stamp_and_gripper_absolute() -> None:
+    rig = Rig(**{"limits.max_acceleration_rad_s2": [1e5] * 7, "limits.max_step_rad": 10.0,
+                 "limits.max_velocity_rad_s": [1e3] * 7})
+    observed = HOME.copy()
+    rig.now_ns += 100 * MS
+    rig.measured = HOME + 0.05  # the arm moved after the observation
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    delta = np.tile(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7]), (10, 1))
+    assert rig.chunk(delta, space="joint_delta", age_s=0.1).accepted
+    command = rig.tick().command
+    expected = observed + delta[0]
+    expected[6] = 0.7
+    np.testing.assert_allclose(command, expected, atol=1e-12)
+
+
+def test_joint_delta_without_a_nearby_joint_state_is_refused() -> None:
+    rig = Rig()
+    rig.now_ns += 1_000 * MS
+    verdict = rig.chunk(np.zeros((10, 7)), space="joint_delta", age_s=0.3)
+    assert verdict.reason is ChunkRejection.NO_JOINT_STATE
+
+
+def test_preview_matches_the_following_ticks() -> None:
+    rig = _running_rig(**{"output.points_per_command": 4, "watchdog.chunk_timeout_s": 10.0})
+    result = rig.tick()
+    assert result.preview_positions.shape == (3, 7)
+    following = [rig.tick().command for _ in range(3)]
+    np.testing.assert_allclose(result.preview_positions, following, atol=1e-12)
+
+
+def test_live_blend_change_and_static_change_refused() -> None:
+    rig = _running_rig()
+    rig.ctl.update_config(apply_changes(rig.cfg, {"blend.mode": "crossfade"}))
+    assert rig.ctl.status().blend_mode == "crossfade" and rig.tick().state is WatchdogState.RUNNING
+    with pytest.raises(ConfigError, match="restart required"):
+        rig.ctl.update_config(apply_changes(rig.cfg, {"joint_names": list(JOINTS[::-1])}, allow_static=True))
+
+
+def test_status_reports_everything_the_diagnostics_need() -> None:
+    rig = _running_rig()
+    rig.chunk(_steady(), dt_s=0.0, chunk_id=7)
+    status = rig.ctl.status()
+    assert status.state is WatchdogState.RUNNING and status.hold_reason is HoldReason.NONE
+    assert not status.armed and not status.estop_latched and status.accepted_chunks == 1
+    assert status.rejected_chunks == {ChunkRejection.BAD_DT: 1} and len(status.clip_counts) == 7
+    assert status.last_reason.startswith("chunk 7 refused: dt 0.0 s")

@@ -1,0 +1,1 @@
+"""Pure control logic (numpy + stdlib; never torch or rclpy): chunk scheduling, limits, watchdog."""
