@@ -63,7 +63,8 @@ def test_weights_of_another_architecture_are_refused(tmp_path, checkpoint_dir):
     create_random_checkpoint(tmp_path / "baseline", DeepVisionConfig.tiny(baseline=True, robot=RobotConfig(
         use_proprio=True)))
     (checkpoint_dir / WEIGHTS_FILE).write_bytes((tmp_path / "baseline" / WEIGHTS_FILE).read_bytes())
-    with pytest.raises(CheckpointError, match=r"model.safetensors does not match .*config.json: missing \['pairs.0.align_k"):
+    expected = r"model.safetensors does not match .*config.json: missing \['pairs.0.align_k"
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(checkpoint_dir)
 
 

@@ -146,7 +146,8 @@ def text_layers(vlm: Qwen3VLModel) -> nn.ModuleList:
 
 
 def expert_layers(expert: DINOv3ViTModel) -> nn.ModuleList:
-    """DINOv3ViTLayer list: `.norm1`, `.attention.{q,k,v,o}_proj`, `.layer_scale1`, `.norm2`, `.mlp`, `.layer_scale2`."""
+    """DINOv3ViTLayer list: `.norm1`, `.attention.{q,k,v,o}_proj`, `.layer_scale1`, `.norm2`, `.mlp`,
+    `.layer_scale2`."""
     return expert.model.layer
 
 

@@ -28,7 +28,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NORM_STATS_FILE = "norm_stats.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-_CONTENTS = f"a vla_ros checkpoint holds {CONFIG_FILE}, {WEIGHTS_FILE}, {NORM_STATS_FILE} and {', '.join(TOKENIZER_FILES)}"
+_CONTENTS = (f"a vla_ros checkpoint holds {CONFIG_FILE}, {WEIGHTS_FILE}, {NORM_STATS_FILE} and "
+             f"{', '.join(TOKENIZER_FILES)}")
 
 
 @dataclasses.dataclass

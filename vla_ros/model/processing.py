@@ -237,8 +237,8 @@ def _check_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: SpecialTok
     wrong = {text: (tokenizer.convert_tokens_to_ids(text), getattr(tokens, name))
              for name, text in SPECIAL_TOKENS.items() if tokenizer.convert_tokens_to_ids(text) != getattr(tokens, name)}
     if wrong:
-        raise ConfigError("tokenizer special token ids differ from vlm.tokens: "
-                          + ", ".join(f"{text} tokenizer {got} != config {want}" for text, (got, want) in wrong.items()))
+        differences = ", ".join(f"{text} tokenizer {got} != config {want}" for text, (got, want) in wrong.items())
+        raise ConfigError(f"tokenizer special token ids differ from vlm.tokens: {differences}")
 
 
 def _check_stats(stats: NormStats, config: DeepVisionConfig) -> None:

@@ -35,7 +35,10 @@ def saliency_from_full_attention(probs: torch.Tensor, action_index: torch.Tensor
 
 
 def full_attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Eager attention probabilities for every row: q (B, Hq, N, D), k (B, Hkv, N, D), mask (B, N, N) -> (B, Hq, N, N)."""
+    """Eager attention probabilities for every row.
+
+    q (B, Hq, N, D), k (B, Hkv, N, D), mask (B, N, N) -> (B, Hq, N, N).
+    """
     k_full = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     scores = q.float() @ k_full.transpose(-1, -2) * scale
     return scores.masked_fill(~mask[:, None], float("-inf")).softmax(dim=-1)
