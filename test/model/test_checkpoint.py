@@ -12,8 +12,9 @@ from transformers import Qwen3VLForConditionalGeneration
 from test.model.tiny import make_inputs
 from vla_ros.errors import CheckpointError
 from vla_ros.model import backbones
-from vla_ros.model.checkpoint import (CONFIG_FILE, NORM_STATS_FILE, WEIGHTS_FILE, create_random_checkpoint,
-                                      load_checkpoint, save_checkpoint)
+from vla_ros.model.checkpoint import (CONFIG_FILE, NORM_STATS_FILE, WEIGHTS_FILE, create_checkpoint_from_base_weights,
+                                      create_random_checkpoint, load_checkpoint, placeholder_norm_stats,
+                                      save_checkpoint)
 from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
 from vla_ros.model.processing import build_byte_tokenizer
@@ -89,6 +90,7 @@ def base_dirs(tmp_path):
     torch.manual_seed(7)
     qwen = Qwen3VLForConditionalGeneration(backbones.qwen_hf_config(config.vlm))
     qwen.save_pretrained(tmp_path / "qwen")
+    build_byte_tokenizer(config.vlm.tokens).save_pretrained(tmp_path / "qwen")
     dino = backbones.build_dinov3(config.expert)
     dino.save_pretrained(tmp_path / "dino")
     config = dataclasses.replace(config, vlm=dataclasses.replace(config.vlm, base_weights_dir=str(tmp_path / "qwen")),
@@ -104,6 +106,15 @@ def test_base_weights_load_from_local_hf_directories(base_dirs):
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert all(torch.equal(a, b) for a, b in zip(model.expert.state_dict().values(), dino.state_dict().values()))
     assert model.expert.config.pos_embed_rescale is None  # our no-augmentation choice overrides the HF default
+
+
+def test_training_start_checkpoint_carries_base_weights_and_tokenizer(base_dirs, tmp_path):
+    config, qwen, _ = base_dirs
+    path = create_checkpoint_from_base_weights(tmp_path / "start", config, placeholder_norm_stats(config))
+    loaded = load_checkpoint(path)
+    embeddings = loaded.model.vlm.language_model.embed_tokens.weight
+    assert torch.equal(embeddings, qwen.model.language_model.embed_tokens.weight)
+    assert (path / "tokenizer.json").read_text() == (tmp_path / "qwen" / "tokenizer.json").read_text()
 
 
 def test_base_weights_that_do_not_match_the_config_are_refused(base_dirs):

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen3VLConfig, Qwen3VLModel
+from transformers import (AutoTokenizer, DINOv3ViTConfig, DINOv3ViTModel, PreTrainedTokenizerBase, Qwen3VLConfig,
+                          Qwen3VLModel)
 from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb
 
 from vla_ros.errors import CheckpointError
 from vla_ros.model.configuration import ExpertConfig, QwenTextConfig, QwenVisionConfig, VLMConfig
 
 __all__ = ["apply_rotary_pos_emb", "build_dinov3", "build_qwen_vl", "expert_layers", "load_dinov3", "load_qwen_vl",
-           "project_vla_qkv", "text_layers"]
+           "load_qwen_tokenizer", "project_vla_qkv", "text_layers"]
 
 
 def qwen_hf_config(cfg: VLMConfig) -> Qwen3VLConfig:
@@ -95,6 +96,15 @@ def load_qwen_vl(cfg: VLMConfig, dtype: torch.dtype) -> Qwen3VLModel:
     _check_same(root, cfg.text, text_config_from_hf(hf), "vlm.text")
     _check_same(root, cfg.vision, vision_config_from_hf(hf), "vlm.vision")
     return model
+
+
+def load_qwen_tokenizer(cfg: VLMConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer saved beside the Qwen3-VL base weights (tokenizer.json and tokenizer_config.json)."""
+    root = Path(str(cfg.base_weights_dir))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (root / name).is_file():
+            raise CheckpointError(f"{root / name} not found: the Qwen3-VL directory must hold its tokenizer files")
+    return AutoTokenizer.from_pretrained(root)
 
 
 def load_dinov3(cfg: ExpertConfig, dtype: torch.dtype) -> DINOv3ViTModel:

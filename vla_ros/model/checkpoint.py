@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from vla_ros.errors import CheckpointError, ConfigError
+from vla_ros.model import backbones
 from vla_ros.model.configuration import DeepVisionConfig
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
 from vla_ros.model.normalization import FeatureStats, NormStats
@@ -108,6 +109,14 @@ def placeholder_norm_stats(config: DeepVisionConfig) -> NormStats:
     def unit(dim: int) -> FeatureStats:
         return FeatureStats(q01=-np.ones(dim), q99=np.ones(dim), mean=np.zeros(dim), std=np.ones(dim))
     return NormStats(action=unit(config.robot.action_dim), state=unit(config.robot.state_dim))
+
+
+def create_checkpoint_from_base_weights(path: str | Path, config: DeepVisionConfig, norm_stats: NormStats,
+                                        dtype: torch.dtype = torch.float32) -> Path:
+    """The starting checkpoint of a training run: Qwen3-VL and DINOv3 from the local HF directories named in
+    `config` (new modules random), the Qwen tokenizer from the Qwen3-VL directory, the dataset's norm stats."""
+    model = DeepVisionVLA.from_base_weights(config, dtype)
+    return save_checkpoint(model, norm_stats, backbones.load_qwen_tokenizer(config.vlm), path)
 
 
 def create_random_checkpoint(path: str | Path, config: DeepVisionConfig | None = None, seed: int = 0,
