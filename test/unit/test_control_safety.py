@@ -223,6 +223,18 @@ def test_stale_and_invalid_joint_states_hold() -> None:
     assert "expected 7 finite positions" in rig.ctl.status().last_reason
     rig.ctl.update_joint_state(np.zeros(3), rig.now_ns + 1)  # wrong size: also a hold, no crash
     assert rig.tick(joint_state=False).hold_reason is HoldReason.JOINT_STATE_INVALID
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns)  # valid again: the watchdog lets go
+    assert rig.tick(joint_state=False).hold_reason is HoldReason.NONE
+    rig.ctl.refuse_joint_state(rig.now_ns, "joint state is missing joint(s) ['gripper']")
+    assert rig.tick(joint_state=False).hold_reason is HoldReason.JOINT_STATE_INVALID
+    assert rig.ctl.status().last_reason.endswith("missing joint(s) ['gripper']")
+
+
+def test_malformed_chunk_counted_as_bad_shape() -> None:
+    rig = Rig()
+    verdict = rig.ctl.refuse_malformed_chunk(5, "3 values do not fill horizon 2 x 7 names")
+    assert verdict.reason is ChunkRejection.BAD_SHAPE
+    assert rig.ctl.status().rejected_chunks == {ChunkRejection.BAD_SHAPE: 1}
 
 
 def test_estop_latches_until_released_and_reset() -> None:

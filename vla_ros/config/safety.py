@@ -91,6 +91,8 @@ class OutputConfig:
     topic: str = param("/arm_controller/joint_trajectory", "Robot command topic (used while armed)")
     dry_run_topic: str = param(
         "/vla/safety/dry_run_command", "Where commands go while disarmed (same message type as topic)")
+    status_rate_hz: float = param(
+        5.0, "diagnostic_msgs/DiagnosticArray publish rate on /vla/safety/status [Hz]", range=(0.1, 100.0))
     points_per_command: int = param(
         1, "JointTrajectory points per message: the command plus points_per_command - 1 previewed "
         "commands, point i at time_from_start (i + 1) / control_rate_hz; previews run the same "

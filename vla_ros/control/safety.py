@@ -158,30 +158,31 @@ class SafetyController:
 
         A state stamped older than the newest one is ignored (reordered delivery).
         """
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape != (self._joint_count,) or not np.all(np.isfinite(positions)):
+            self.refuse_joint_state(stamp_ns, f"expected {self._joint_count} finite positions, got "
+                                              f"{positions.tolist()}")
+            return
         if self._joint_stamp_ns is not None and stamp_ns < self._joint_stamp_ns:
             return
         self._joint_stamp_ns = int(stamp_ns)
-        positions = np.asarray(positions, dtype=np.float64)
-        if positions.shape != (self._joint_count,) or not np.all(np.isfinite(positions)):
-            if self._joint_valid:
-                self._last_reason = (f"joint state at {stamp_ns} ns refused: expected "
-                                     f"{self._joint_count} finite positions, got {positions.tolist()}")
-            self._joint_valid = False
-            return
         self._joint_valid = True
         self._joint_history.append((int(stamp_ns), positions.copy()))
+
+    def refuse_joint_state(self, stamp_ns: int, message: str) -> None:
+        """A joint state that could not be used (e.g. a joint missing from the message): hold."""
+        if self._joint_stamp_ns is not None and stamp_ns < self._joint_stamp_ns:
+            return
+        self._joint_stamp_ns = int(stamp_ns)
+        if self._joint_valid:
+            self._last_reason = f"joint state at {stamp_ns} ns refused: {message}"
+        self._joint_valid = False
 
     def add_chunk(self, chunk: ActionChunk, now_ns: int) -> ChunkVerdict:
         """Validate a chunk and add it to the plan, or refuse it whole with the reason."""
         rejection, message, targets = self._check_chunk(chunk, now_ns)
         if rejection is not None:
-            message = f"chunk {chunk.chunk_id} refused: {message}"
-            if rejection is ChunkRejection.TOO_OLD:
-                self._dropped += 1
-            else:
-                self._rejected[rejection] += 1
-            self._last_reason = message
-            return ChunkVerdict(False, rejection, message)
+            return self._refuse(chunk.chunk_id, rejection, message)
         lo, hi = self._limits.position_min_rad, self._limits.position_max_rad
         self._scheduler.add(PlannedChunk(
             chunk_id=chunk.chunk_id, stamp_ns=int(chunk.stamp_ns), arrival_ns=int(now_ns),
@@ -191,6 +192,19 @@ class SafetyController:
         self._last_chunk_stamp_ns = int(chunk.stamp_ns)
         self._accepted += 1
         return ChunkVerdict(True, None, f"chunk {chunk.chunk_id} accepted ({targets.shape[0]} steps)")
+
+    def refuse_malformed_chunk(self, chunk_id: int, message: str) -> ChunkVerdict:
+        """Count a chunk that could not even be converted (its values do not fill horizon x names)."""
+        return self._refuse(chunk_id, ChunkRejection.BAD_SHAPE, message)
+
+    def _refuse(self, chunk_id: int, rejection: ChunkRejection, message: str) -> ChunkVerdict:
+        message = f"chunk {chunk_id} refused: {message}"
+        if rejection is ChunkRejection.TOO_OLD:
+            self._dropped += 1
+        else:
+            self._rejected[rejection] += 1
+        self._last_reason = message
+        return ChunkVerdict(False, rejection, message)
 
     def _check_chunk(self, chunk: ActionChunk, now_ns: int
                      ) -> tuple[ChunkRejection | None, str, np.ndarray | None]:
