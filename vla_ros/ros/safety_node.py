@@ -1,0 +1,221 @@
+"""safety_node: the only node that publishes to the robot.
+
+Every callback converts messages and calls vla_ros.control.safety.SafetyController, which holds
+all the logic (blending, limits, start-up gate, watchdog, e-stop); see its module docstring.
+
+  in   chunk_topic          vla_ros_interfaces/ActionChunk
+       joint_states_topic   sensor_msgs/JointState (matched by name; a missing or NaN joint holds)
+       /vla/estop           std_msgs/Bool (reliable): true presses, false releases; the stop stays
+                            latched until /vla/safety/reset
+  srv  /vla/safety/reset    std_srvs/Trigger: clear a latched e-stop (refused while pressed or moving)
+       /vla/safety/arm      std_srvs/SetBool: true sends commands to output.topic, false to
+                            output.dry_run_topic (arming starts a new run from the measured position)
+  out  output.topic / output.dry_run_topic at control_rate_hz: trajectory_msgs/JointTrajectory
+                            (positions only, point i at time_from_start (i + 1) / control_rate_hz) or
+                            std_msgs/Float64MultiArray (positions in joint_names order)
+       /vla/safety/status   diagnostic_msgs/DiagnosticArray at output.status_rate_hz
+
+JointTrajectory points carry no velocities: joint_trajectory_controller refuses a trajectory that
+ends with a non-zero velocity unless allow_nonzero_velocity_at_trajectory_end is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_ros.config.safety import SafetyConfig
+from vla_ros.control.safety import ChunkRejection, SafetyController, SafetyStatus, TickResult
+from vla_ros.control.watchdog import HoldReason, WatchdogState
+from vla_ros.errors import ChunkError, ObservationError, VlaRosError
+from vla_ros.ros import convert
+from vla_ros.ros.params import ParamBinding
+from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
+
+ESTOP_TOPIC = "/vla/estop"
+RESET_SERVICE = "/vla/safety/reset"
+ARM_SERVICE = "/vla/safety/arm"
+STATUS_TOPIC = "/vla/safety/status"
+
+
+def command_to_trajectory(result: TickResult, joint_names: tuple[str, ...], rate_hz: float,
+                          stamp_ns: int) -> JointTrajectory:
+    """The command and its preview as points one control period apart."""
+    msg = JointTrajectory()
+    msg.header.stamp = convert.ns_to_stamp(stamp_ns)
+    msg.joint_names = list(joint_names)
+    for i, positions in enumerate([result.command, *result.preview_positions]):
+        sec, nanosec = divmod(round((i + 1) * 1e9 / rate_hz), 1_000_000_000)
+        msg.points.append(JointTrajectoryPoint(positions=[float(p) for p in positions],
+                                               time_from_start=Duration(sec=sec, nanosec=nanosec)))
+    return msg
+
+
+def command_to_array(result: TickResult) -> Float64MultiArray:
+    return Float64MultiArray(data=[float(p) for p in result.command])
+
+
+def status_to_diagnostics(status: SafetyStatus, stamp_ns: int) -> DiagnosticArray:
+    """One DiagnosticStatus with stable keys (every rejection reason and joint always listed)."""
+    if status.state is WatchdogState.ESTOP:
+        level = DiagnosticStatus.ERROR
+    elif status.state is WatchdogState.HOLD or status.hold_reason in (
+            HoldReason.JOINT_STATE_INVALID, HoldReason.JOINT_STATE_STALE):
+        level = DiagnosticStatus.WARN
+    else:
+        level = DiagnosticStatus.OK
+    values = {
+        "armed": status.armed, "estop_pressed": status.estop_pressed,
+        "estop_latched": status.estop_latched, "state": status.state.value,
+        "hold_reason": status.hold_reason.value, "run_id": status.run_id,
+        "blend_mode": status.blend_mode, "accepted_chunks": status.accepted_chunks,
+        "dropped_chunks": status.dropped_chunks,
+        "rejected_chunks": sum(status.rejected_chunks.values()),
+        **{f"rejected.{r.value}": status.rejected_chunks.get(r, 0) for r in ChunkRejection
+           if r is not ChunkRejection.TOO_OLD},
+        **{f"clips.{name}": count for name, count in zip(status.joint_names, status.clip_counts)},
+        "last_reason": status.last_reason,
+    }
+    mode = "armed" if status.armed else "dry run"
+    diag = DiagnosticStatus(level=level, name="safety_node", hardware_id="vla_ros",
+                            message=f"{status.state.value} ({status.hold_reason.value}), {mode}",
+                            values=[KeyValue(key=k, value=str(v).lower() if isinstance(v, bool) else str(v))
+                                    for k, v in values.items()])
+    array = DiagnosticArray(status=[diag])
+    array.header.stamp = convert.ns_to_stamp(stamp_ns)
+    return array
+
+
+class SafetyNode(Node):
+    def __init__(self, config: SafetyConfig | None = None, **node_kwargs: Any) -> None:
+        super().__init__("safety_node", **node_kwargs)
+        # The core is single-threaded; callbacks and parameter changes take turns through this lock.
+        self._lock = threading.Lock()
+        self._params = ParamBinding(self, config or SafetyConfig(), on_change=self._on_params_changed)
+        cfg = self._params.current
+        self._core = SafetyController(cfg)
+        self._last_hold = HoldReason.NONE
+        msg_type = JointTrajectory if cfg.output.mode == "joint_trajectory" else Float64MultiArray
+        self._robot_pub = self.create_publisher(msg_type, cfg.output.topic, 10)
+        self._dry_run_pub = self.create_publisher(msg_type, cfg.output.dry_run_topic, 10)
+        self._status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10)
+        self.create_subscription(ActionChunkMsg, cfg.chunk_topic, self._on_chunk, 10)
+        self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state,
+                                 qos_profile_sensor_data)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, 10)
+        self.create_service(Trigger, RESET_SERVICE, self._on_reset)
+        self.create_service(SetBool, ARM_SERVICE, self._on_arm)
+        self._control_timer = self.create_timer(1.0 / cfg.control_rate_hz, self._on_tick)
+        self.create_timer(1.0 / cfg.output.status_rate_hz, self._publish_status)
+        where = cfg.output.topic if self._core.armed else cfg.output.dry_run_topic
+        self.get_logger().info(f"ready: {len(cfg.joint_names)} joints at {cfg.control_rate_hz:g} Hz, "
+                               f"{cfg.output.mode} commands to {where} ({'armed' if self._core.armed else 'dry run'})")
+
+    # -- inputs --
+    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        with self._lock:
+            try:
+                verdict = self._core.add_chunk(convert.msg_to_chunk(msg), now_ns)
+            except ChunkError as err:
+                verdict = self._core.refuse_malformed_chunk(msg.chunk_id, str(err))
+        if not verdict.accepted:
+            self.get_logger().warning(verdict.message, throttle_duration_sec=1.0)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        stamp_ns = convert.stamp_to_ns(msg.header.stamp)
+        names = self._params.current.joint_names
+        with self._lock:
+            try:
+                self._core.update_joint_state(convert.joint_positions(msg, names), stamp_ns)
+            except ObservationError as err:
+                self._core.refuse_joint_state(stamp_ns, str(err))
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            self._core.estop(bool(msg.data))
+        if msg.data:
+            self.get_logger().error("e-stop pressed: holding until released and reset")
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self._core.reset()
+        self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        cfg = self._params.current
+        with self._lock:
+            self._core.arm(bool(request.data))
+        response.success = True
+        response.message = (f"armed: commands go to {cfg.output.topic}" if request.data
+                            else f"disarmed: commands go to {cfg.output.dry_run_topic}")
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_params_changed(self, old: SafetyConfig, new: SafetyConfig) -> None:
+        with self._lock:
+            self._core.update_config(new)
+        if new.control_rate_hz != old.control_rate_hz:
+            self._control_timer.timer_period_ns = round(1e9 / new.control_rate_hz)
+
+    # -- outputs --
+    def _on_tick(self) -> None:
+        cfg = self._params.current
+        now_ns = self.get_clock().now().nanoseconds
+        with self._lock:
+            result = self._core.tick(now_ns)
+            armed = self._core.armed
+            last_reason = self._core.status().last_reason if result.hold_reason is not self._last_hold else ""
+        if result.command is not None:
+            msg = (command_to_trajectory(result, cfg.joint_names, cfg.control_rate_hz, now_ns)
+                   if cfg.output.mode == "joint_trajectory" else command_to_array(result))
+            (self._robot_pub if armed else self._dry_run_pub).publish(msg)
+        if result.hold_reason is not self._last_hold:
+            self._last_hold = result.hold_reason
+            # rclpy ties a call site to one severity, hence two calls.
+            if result.state is WatchdogState.HOLD:
+                self.get_logger().warning(f"hold ({result.hold_reason.value}): {last_reason}")
+            else:
+                self.get_logger().info(f"{result.state.value} ({result.hold_reason.value})")
+
+    def _publish_status(self) -> None:
+        with self._lock:
+            status = self._core.status()
+        self._status_pub.publish(status_to_diagnostics(status, self.get_clock().now().nanoseconds))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SafetyNode()
+        executor = SingleThreadedExecutor()  # every callback is short; one thread has the least overhead
+        executor.add_node(node)
+        executor.spin()
+    except VlaRosError as err:  # refuse to start with the reason, not a traceback
+        logging.getLogger("safety_node").error(f"safety_node cannot start: {err}")
+        raise SystemExit(1) from err
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()
