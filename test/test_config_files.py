@@ -1,0 +1,33 @@
+"""The shipped config files load into every node's config, and the parameter docs are current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vla_ros.config import load_config, read_params_file
+from vla_ros.config.__main__ import markdown
+from vla_ros.config.nodes import NODE_CONFIGS, config_class
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["sim.yaml", "robot.yaml"])
+def test_config_files_load(name):
+    path = ROOT / "config" / name
+    nodes = read_params_file(path)
+    assert set(nodes) <= set(NODE_CONFIGS), f"unknown node sections in {name}: {set(nodes) - set(NODE_CONFIGS)}"
+    for node in nodes:
+        load_config(path, node, config_class(node))
+
+
+def test_robot_config_starts_disarmed_and_sim_armed():
+    assert load_config(ROOT / "config" / "robot.yaml", "safety_node", config_class("safety_node")).start_armed is False
+    assert load_config(ROOT / "config" / "sim.yaml", "safety_node", config_class("safety_node")).start_armed is True
+
+
+def test_parameter_docs_are_current():
+    doc = ROOT / "docs" / "parameters.md"
+    assert doc.exists() and doc.read_text() == markdown(), \
+        "docs/parameters.md is stale: run `python -m vla_ros.config --markdown docs/parameters.md`"

@@ -1,0 +1,69 @@
+"""Start ROS nodes as child processes and always take them down again (no process left behind)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class NodeProcesses:
+    """`python -m vla_ros.ros.<node>` children, each in its own process group, logs to files.
+
+    Use as a context manager: on exit every child gets SIGINT (clean shutdown: the recorder
+    finalises its episode), then SIGTERM, then SIGKILL, and is waited for.
+    """
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ if env is None else env)
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self, node: str, params_file: Path | None = None, params: dict | None = None) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", f"vla_ros.ros.{node}", "--ros-args"]
+        if params_file is not None:
+            cmd += ["--params-file", str(params_file)]
+        for name, value in (params or {}).items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            cmd += ["-p", f"{name}:={text}"]
+        log = open(self.log_dir / f"{node}.log", "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True)
+        log.close()
+        self.children[node] = proc
+        return proc
+
+    def failed(self) -> dict[str, int]:
+        """{node: exit code} for children that have already exited."""
+        return {n: p.returncode for n, p in self.children.items() if p.poll() is not None}
+
+    def log_tail(self, node: str, lines: int = 20) -> str:
+        path = self.log_dir / f"{node}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            alive = [p for p in self.children.values() if p.poll() is None]
+            if not alive:
+                return
+            for proc in alive:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait_s
+            for proc in alive:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def __enter__(self) -> "NodeProcesses":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
