@@ -39,6 +39,7 @@ def test_flat_parameters_build_a_two_camera_config():
     ({"fps": 0}, "fps: 0 is outside the allowed range"),
     ({"dataset_root": ""}, "dataset_root: must name a directory"),
     ({"command_topic": ""}, "both are required"),
+    ({"mcap_topics": ["/tf"]}, r"mcap_topics: \['/tf'\] are not recorder inputs"),
 ])
 def test_bad_values_are_refused_naming_the_field(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,7 +18,7 @@ from vla_ros.errors import ConfigError
 DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
 COMMAND_TYPES = ("joint_trajectory", "float64_array")
 VIDEO_CODECS = ("h264", "mpeg4", "av1")
-EPISODE_SOURCES = ("teleop", "policy", "scripted")
+EPISODE_SOURCES = ("teleop", "policy", "scripted", "intervention")
 
 # Camera keys become part of feature names and paths: keep them to a safe alphabet.
 _CAMERA_KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -83,10 +83,14 @@ class RecorderConfig:
         "intervention=true, source=intervention; '' = off")
     default_source: str = param(
         "teleop", "Episode source when a start request names none", choices=EPISODE_SOURCES)
+    default_task: str = param(
+        "teleoperated demonstration", "Task of an episode started with no task and no instruction received")
+    status_topic: str = param(
+        "/vla/recorder/status", "diagnostic_msgs/DiagnosticArray: recording state, frames, drops, disk")
     record_mcap: bool = param(
         False, "Also write one MCAP file per episode with the raw messages (ros2 bag / Foxglove)")
     mcap_topics: tuple[str, ...] = param(
-        (), "Topics copied into the MCAP file; empty = every topic the recorder subscribes to")
+        (), "Topics copied into the MCAP file, among those the recorder subscribes to; empty = all of them")
     max_skew_s: float = param(
         0.1, "A camera or joint-state sample older than this at its frame time marks the frame "
              "stale_input=true and counts a stale frame for that stream [s]", range=(0.001, 10.0))
@@ -129,8 +133,19 @@ class RecorderConfig:
         if not self.joint_states_topic or not self.command_topic:
             raise ConfigError("joint_states_topic and command_topic: both are required (observation.state "
                               "and action of every frame)")
+        unknown = sorted(set(self.mcap_topics) - set(self.subscribed_topics))
+        if unknown:
+            raise ConfigError(f"mcap_topics: {unknown} are not recorder inputs; choose among "
+                              f"{self.subscribed_topics} (empty = all)")
         # Ranges are checked when values come from YAML or ROS; direct construction must not divide by 0.
         if self.fps < 1:
             raise ConfigError(f"fps: must be >= 1, got {self.fps}")
         if not (math.isfinite(self.max_skew_s) and self.max_skew_s > 0.0):
             raise ConfigError(f"max_skew_s: must be a finite number > 0, got {self.max_skew_s!r}")
+
+    @property
+    def subscribed_topics(self) -> list[str]:
+        """Every topic the recorder reads ('' entries are switched-off inputs)."""
+        topics = [*self.camera_topics, self.joint_states_topic, self.command_topic, self.chunk_topic,
+                  self.instruction_topic, self.toggle_topic, self.intervention_topic]
+        return [t for t in topics if t]

@@ -124,3 +124,18 @@ def msg_to_chunk(msg) -> ActionChunk:
     return ActionChunk(chunk_id=int(msg.chunk_id), stamp_ns=stamp_to_ns(msg.header.stamp),
                        action_space=str(msg.action_space), names=names, dt_s=float(msg.dt),
                        actions=actions.reshape(horizon, len(names)))
+
+
+def trajectory_command(msg, names: tuple[str, ...]) -> np.ndarray:
+    """(A,) positions of a JointTrajectory's first point (the command in force now), in `names` order."""
+    if not msg.points:
+        raise ObservationError("joint trajectory has no points")
+    point = msg.points[0]
+    if len(point.positions) != len(msg.joint_names):
+        raise ObservationError(f"joint trajectory point 0 has {len(point.positions)} positions for "
+                               f"{len(msg.joint_names)} joint_names")
+    index = {name: i for i, name in enumerate(msg.joint_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ObservationError(f"joint trajectory is missing joint(s) {missing}")
+    return np.array([point.positions[index[n]] for n in names], dtype=np.float64)
