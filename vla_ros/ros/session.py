@@ -61,6 +61,7 @@ class EpisodeReport:
     episode_id: str
     duration_s: float
     joint_travel_rad: float  # summed |delta q| of the measured arm joints: did the arm move?
+    commands: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)  # as sent to the robot
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(np.asarray(self.inference_s) * 1e3, q)) if self.inference_s else float("nan")
@@ -91,7 +92,7 @@ class SimSession:
         rclpy.init(context=self._context, domain_id=int(env["ROS_DOMAIN_ID"]))
         self._executor = SingleThreadedExecutor(context=self._context)
         self._lock = threading.Lock()
-        self._commands = 0
+        self._commands: list[tuple[int, np.ndarray]] = []  # (receive time ns, positions) of this episode
         self._status: dict[str, str] = {}
         self._task_result: dict[str, Any] = {}
         self._joints: list[np.ndarray] = []
@@ -167,9 +168,10 @@ class SimSession:
             with self._lock:
                 self._status = {kv.key: kv.value for kv in msg.status[0].values}
 
-    def _on_command(self, _: JointTrajectory) -> None:
-        with self._lock:
-            self._commands += 1
+    def _on_command(self, msg: JointTrajectory) -> None:
+        if msg.points:
+            with self._lock:
+                self._commands.append((time.monotonic_ns(), np.asarray(msg.points[0].positions, dtype=float)))
 
     def _on_joints(self, msg: JointState) -> None:
         with self._lock:
@@ -208,7 +210,7 @@ class SimSession:
                     progress=None) -> EpisodeReport:
         instruction = self.reset(task, seed)
         with self._lock:
-            self._commands, self._joints, self._chunks = 0, [], []
+            self._commands, self._joints, self._chunks = [], [], []
             before = dict(self._status)
         goal = RunPolicy.Goal(instruction=instruction, time_limit_s=float(time_limit_s), max_chunks=0,
                               record=self.record if record is None else record)
@@ -230,7 +232,7 @@ class SimSession:
         time.sleep(0.6)  # let the last status and task result (2 Hz) arrive
         with self._lock:
             after, task_result, joints = dict(self._status), dict(self._task_result), list(self._joints)
-            commands = self._commands
+            commands = list(self._commands)
         clip_keys = [k for k in after if k.startswith("clips.")]
         clipped = {k[len("clips."):]: int(after[k]) - int(before.get(k, 0)) for k in clip_keys}
         travel = float(np.abs(np.diff(np.stack(joints), axis=0)).sum()) if len(joints) > 1 else 0.0
@@ -239,12 +241,12 @@ class SimSession:
             reason=result.reason, chunks=int(result.chunk_count),
             inference_s=[float(f.inference_time_s) for f in feedback],
             kept_expert_tokens=int(feedback[-1].kept_expert_tokens) if feedback else 0,
-            commands_sent=commands, clipped_commands=clipped,
+            commands_sent=len(commands), clipped_commands=clipped,
             rejected_chunks=int(after.get("rejected_chunks", 0)) - int(before.get("rejected_chunks", 0)),
             dropped_chunks=int(after.get("dropped_chunks", 0)) - int(before.get("dropped_chunks", 0)),
             success=bool(task_result.get("success", False)), score=float(task_result.get("score", 0.0)),
             task_details=task_result.get("details", {}), episode_id=result.episode_id, duration_s=duration_s,
-            joint_travel_rad=travel)
+            joint_travel_rad=travel, commands=[c for _, c in commands])
 
     def close(self) -> None:
         try:
