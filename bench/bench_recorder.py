@@ -157,7 +157,8 @@ def plot(result: dict, path: Path) -> None:
     c = result["config"]
     ax.set_title(f"recorder: {c['cameras']} x {c['width_px']}x{c['height_px']} @ {c['fps']} Hz, {c['codec']}; "
                  f"{result['dropped_frames']} dropped")
-    fig.legend(loc="upper right")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
