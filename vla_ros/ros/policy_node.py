@@ -9,7 +9,6 @@ as feedback. The chunk's stamp is the observation's (oldest source) stamp; dt is
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import traceback
@@ -20,18 +19,19 @@ import numpy as np
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from vla_ros.config.policy import PolicyNodeConfig
-from vla_ros.errors import ObservationError, PolicyMismatchError, StaleObservationError, VlaRosError
+from vla_ros.errors import ObservationError, PolicyMismatchError, StaleObservationError
 from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros import convert
 from vla_ros.ros.params import ParamBinding
+from vla_ros.ros.runner import run_node
 from vla_ros.types import ACTION_SPACES, ActionChunk, Policy
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
@@ -281,23 +281,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except VlaRosError as err:  # refuse to start with the reason, not a traceback
-        logging.getLogger("policy_node").error(f"policy_node cannot start: {err}")
-        raise SystemExit(1) from err
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node("policy_node", PolicyNode, lambda: MultiThreadedExecutor(num_threads=4), args)
 
 
 if __name__ == "__main__":

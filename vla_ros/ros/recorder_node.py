@@ -17,14 +17,12 @@ convert messages. A message the node cannot convert is counted in the episode's 
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -33,10 +31,11 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.config.recorder import RecorderConfig
-from vla_ros.errors import ChunkError, ObservationError, RecordingError, VlaRosError
+from vla_ros.errors import ChunkError, ObservationError, RecordingError
 from vla_ros.recording import DatasetWriter, EpisodeSummary, options_from_config, spec_from_config
 from vla_ros.ros import convert
 from vla_ros.ros.params import ParamBinding
+from vla_ros.ros.runner import run_node
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 
@@ -263,28 +262,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        executor = MultiThreadedExecutor(num_threads=6)
-        executor.add_node(node)
-        executor.spin()
-    except VlaRosError as err:  # refuse to start with the reason, not a traceback
-        logging.getLogger("recorder_node").error(f"recorder_node cannot start: {err}")
-        raise SystemExit(1) from err
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # A signal shut the context down under a waiting executor thread (rclpy raises RCLError
-        # then): a normal exit; the finally block still finalises the running episode.
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node("recorder_node", RecorderNode, lambda: MultiThreadedExecutor(num_threads=6), args)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ ends with a non-zero velocity unless allow_nonzero_velocity_at_trajectory_end is
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -39,9 +37,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_ros.config.safety import SafetyConfig
 from vla_ros.control.safety import ChunkRejection, SafetyController, SafetyStatus, TickResult
 from vla_ros.control.watchdog import HoldReason, WatchdogState
-from vla_ros.errors import ChunkError, ObservationError, VlaRosError
+from vla_ros.errors import ChunkError, ObservationError
 from vla_ros.ros import convert
 from vla_ros.ros.params import ParamBinding
+from vla_ros.ros.runner import run_node
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 
 ESTOP_TOPIC = "/vla/estop"
@@ -198,23 +197,7 @@ class SafetyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SafetyNode()
-        executor = SingleThreadedExecutor()  # every callback is short; one thread has the least overhead
-        executor.add_node(node)
-        executor.spin()
-    except VlaRosError as err:  # refuse to start with the reason, not a traceback
-        logging.getLogger("safety_node").error(f"safety_node cannot start: {err}")
-        raise SystemExit(1) from err
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node("safety_node", SafetyNode, SingleThreadedExecutor, args)  # every callback is short; one thread has the least overhead
 
 
 if __name__ == "__main__":
