@@ -1,0 +1,39 @@
+"""policy_node loads a checkpoint written by vla_ros.training unchanged and serves chunks over real DDS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test.conftest import wait_for
+from test.ros.sensors import SensorPublisher
+from test.ros.test_policy_node import GoalClient
+from test.training.tiny import FPS, IMAGE_HW, JOINTS, tiny_train_config, write_dataset
+from vla_ros.config.policy import PolicyNodeConfig
+from vla_ros.ros.policy_node import PolicyNode
+from vla_ros.training.trainer import train
+from vla_ros_interfaces.action import RunPolicy
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    dataset = write_dataset(root / "dataset", episodes=2, frames=12)
+    return train(tiny_train_config(dataset, root / "run", steps=2, batch_size=4)).final_checkpoint
+
+
+def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint):
+    config = PolicyNodeConfig(checkpoint_dir=str(trained_checkpoint), device="cpu", image_height_px=IMAGE_HW[0],
+                              image_width_px=IMAGE_HW[1], observation_wait_s=2.0, replan_period_s=0.05)
+    ros.add(PolicyNode(config=config, context=ros.context))
+    client = GoalClient(ros)
+    with SensorPublisher(ros.node("sensors")):  # 240x320 frames: the node resizes them to the checkpoint's size
+        result = client.result(client.send(instruction="pick up the red cube", max_chunks=2))
+    assert result.outcome == RunPolicy.Result.OUTCOME_COMPLETED, result.reason
+    wait_for(lambda: len(client.chunks) == 2, what="2 chunks on /vla/action_chunk")
+    for chunk in client.chunks:
+        assert list(chunk.names) == list(JOINTS) and chunk.action_space == "joint_position"
+        assert chunk.horizon == 8 and chunk.dt == pytest.approx(1.0 / FPS)
+        actions = np.asarray(chunk.actions).reshape(8, len(JOINTS))
+        assert np.all(np.isfinite(actions))
+    assert client.feedback[0].kept_expert_tokens == 32  # tiny expert: 8x8 patches, keep ratio 0.5
