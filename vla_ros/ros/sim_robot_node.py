@@ -5,6 +5,10 @@ Publishes
   camera.topic (/camera/image_raw)         sensor_msgs/Image rgb8 at camera.rate_hz
   result_topic (/sim/task_result)          std_msgs/String, JSON {task, seed, instruction, time_s,
                                            success, score, details}; latched, 2 Hz and after resets
+  state_topic (/sim/state)                 std_msgs/String, JSON of the full SimState (object poses,
+                                           held object, tcp pose, task layout, time; see
+                                           vla_ros/sim/state_json.py) with every joint state: what a
+                                           scripted expert needs to act as a teleop device
 Subscribes
   command_topic                            trajectory_msgs/JointTrajectory (command_type
                                            joint_trajectory) or std_msgs/Float64MultiArray
@@ -45,10 +49,12 @@ from vla_ros.errors import VlaRosError
 from vla_ros.ros import convert
 from vla_ros.ros.params import ParamBinding
 from vla_ros.sim.arm_sim import ArmSim, CommandError
+from vla_ros.sim.state_json import state_to_dict
 
 MAX_TICK_S = 0.1  # longest simulated step per loop tick
 RESULT_PERIOD_S = 0.5
 RESET_SERVICE = "/sim/reset"
+STATE_TOPIC = "/sim/state"  # fixed name: only the scripted experts read it (the sim's ground truth)
 
 
 def trajectory_to_points(msg: JointTrajectory, joint_names: tuple[str, ...]) -> list[tuple[float, np.ndarray]]:
@@ -78,6 +84,7 @@ class SimRobotNode(Node):
         self._image_pub = self.create_publisher(Image, cfg.camera.topic, sensors)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._result_pub = self.create_publisher(String, cfg.result_topic, latched)
+        self._state_pub = self.create_publisher(String, STATE_TOPIC, QoSProfile(depth=1))
         commands = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any publisher
         if cfg.command_type == "joint_trajectory":
             self.create_subscription(JointTrajectory, cfg.command_topic, self._on_trajectory, commands)
@@ -149,10 +156,12 @@ class SimRobotNode(Node):
             with self._lock:
                 self._sim.step(max(min(now_s - last_s, MAX_TICK_S), 1e-6) * cfg.physics.real_time_factor)
                 positions, velocities = self._sim.joint_positions(), self._sim.joint_velocities()
+                state = state_to_dict(self._sim.state(), cfg.joint_names, cfg.max_velocity_rad_s)
                 image = self._sim.render() if now_s >= next_frame_s else None
             last_s = now_s
             stamp_ns = self.get_clock().now().nanoseconds
             self._joint_pub.publish(convert.make_joint_state(cfg.joint_names, positions, stamp_ns, velocities))
+            self._state_pub.publish(String(data=json.dumps(state)))
             if image is not None:
                 self._image_pub.publish(convert.rgb_to_image(image, stamp_ns, cfg.camera.frame_id))
                 # keep the rate on average; after a stall start afresh instead of bursting
