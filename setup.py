@@ -3,7 +3,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "vla_ros"
-NODES = ["policy_node", "safety_node", "recorder_node", "sim_robot_node"]
+NODES = ["policy_node", "safety_node", "recorder_node", "sim_robot_node", "scripted_teleop_node"]
 
 setup(
     name=PACKAGE,
@@ -14,7 +14,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/models", [f for f in glob("models/**/*", recursive=True) if "." in f.rsplit("/", 1)[-1]]),
+        (f"share/{PACKAGE}/models", [f for f in glob("models/*") if "." in f.rsplit("/", 1)[-1]]),
+        # one entry per checkpoint directory: data_files does not keep subfolders
+        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(p.rstrip("/") for p in glob("models/*/"))],
     ],
     install_requires=["setuptools"],
     zip_safe=False,
