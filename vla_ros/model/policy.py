@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vla_ros.errors import ConfigError
@@ -80,3 +81,13 @@ class DeepVisionPolicy:
         return [PolicyOutput(actions=chunk, kept_expert_tokens=kept,
                              info={"inference_s": inference_s, "keep_ratio": keep_ratio})
                 for chunk in chunks]
+
+    def kept_patch_indices(self, obs: Observation) -> np.ndarray:
+        """(C, K) raster indices into each camera's expert patch grid (model.config.expert.patch_grid) that
+        AGVP keeps for `obs` at the current keep ratio; (C, 0) for the baseline. For visualisation."""
+        inputs = self.processor.observations_to_inputs([obs], self.device)
+        with torch.inference_mode():
+            out = self.model(inputs, keep_ratio=self._keep_ratio)
+        if out.kept_patch_index is None:
+            return np.zeros((len(self._spec.camera_names), 0), dtype=np.int64)
+        return out.kept_patch_index[0].cpu().numpy()

@@ -23,13 +23,14 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.errors import VlaRosError
 from vla_ros.paths import config_file
 from vla_ros.processes import NodeProcesses
+from vla_ros.ros import convert
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 
@@ -39,6 +40,15 @@ OUTCOMES = {RunPolicy.Result.OUTCOME_COMPLETED: "completed", RunPolicy.Result.OU
 
 class SessionError(VlaRosError):
     """The closed loop could not be started or driven (a node died, a service never came)."""
+
+
+@dataclasses.dataclass
+class CapturedFrame:
+    """A camera frame seen during an episode (SimSession capture_period_s > 0), for plots."""
+
+    time_s: float  # since the goal was sent
+    image: np.ndarray  # (H_img, W_img, 3) uint8 RGB
+    joint_positions: dict[str, float]  # the newest joint state when the frame arrived
 
 
 @dataclasses.dataclass
@@ -62,6 +72,8 @@ class EpisodeReport:
     duration_s: float
     joint_travel_rad: float  # summed |delta q| of the measured arm joints: did the arm move?
     commands: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)  # as sent to the robot
+    frames: list[CapturedFrame] = dataclasses.field(default_factory=list, repr=False)  # capture_period_s > 0
+    success_time_s: float | None = None  # since the goal was sent, when the task result first said success
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(np.asarray(self.inference_s) * 1e3, q)) if self.inference_s else float("nan")
@@ -82,7 +94,7 @@ class SimSession:
 
     def __init__(self, log_dir: Path, checkpoint_dir: str = "", device: str = "auto", record: bool = False,
                  dataset_root: str | None = None, params_file: Path | None = None,
-                 startup_timeout_s: float = 180.0) -> None:
+                 startup_timeout_s: float = 180.0, capture_period_s: float = 0.0) -> None:
         self.params_file = Path(params_file or config_file("sim.yaml"))
         self.record = record
         env = dict(os.environ)
@@ -97,6 +109,11 @@ class SimSession:
         self._task_result: dict[str, Any] = {}
         self._joints: list[np.ndarray] = []
         self._chunks: list[ActionChunkMsg] = []
+        self.capture_period_s = capture_period_s  # > 0: keep a camera frame this often during episodes
+        self._frames: list[CapturedFrame] = []
+        self._episode_start_s: float | None = None  # monotonic time the running episode's goal was sent
+        self._success_time_s: float | None = None  # since the goal was sent, when the task first succeeded
+        self._last_joint_state: JointState | None = None
         try:
             self._start_nodes(checkpoint_dir, device, dataset_root)
             self._make_client()
@@ -131,6 +148,8 @@ class SimSession:
                                  qos_profile_sensor_data)
         node.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
         node.create_subscription(ActionChunkMsg, "/vla/action_chunk", self._on_chunk, 10)
+        if self.capture_period_s > 0:
+            node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
 
     def _spin(self) -> None:
         try:
@@ -162,6 +181,9 @@ class SimSession:
     def _on_task_result(self, msg: String) -> None:
         with self._lock:
             self._task_result = json.loads(msg.data)
+            if (self._task_result.get("success") and self._episode_start_s is not None
+                    and self._success_time_s is None):
+                self._success_time_s = time.monotonic() - self._episode_start_s
 
     def _on_status(self, msg: DiagnosticArray) -> None:
         if msg.status:
@@ -176,11 +198,24 @@ class SimSession:
     def _on_joints(self, msg: JointState) -> None:
         with self._lock:
             self._joints.append(np.asarray(msg.position[:6], dtype=float))
+            self._last_joint_state = msg
             del self._joints[:-2000]
 
     def _on_chunk(self, msg: ActionChunkMsg) -> None:
         with self._lock:
             self._chunks.append(msg)
+
+    def _on_image(self, msg: Image) -> None:
+        with self._lock:
+            start_s, joints = self._episode_start_s, self._last_joint_state
+            last_s = self._frames[-1].time_s if self._frames else -float("inf")
+        now_s = time.monotonic() - start_s if start_s is not None else None
+        if now_s is None or joints is None or now_s - last_s < self.capture_period_s:
+            return
+        frame = CapturedFrame(now_s, convert.image_to_rgb(msg),
+                              {n: float(p) for n, p in zip(joints.name, joints.position)})
+        with self._lock:
+            self._frames.append(frame)
 
     # -- driving --
     def reset(self, task: str, seed: int, timeout_s: float = 30.0) -> str:
@@ -210,12 +245,14 @@ class SimSession:
                     progress=None) -> EpisodeReport:
         instruction = self.reset(task, seed)
         with self._lock:
-            self._commands, self._joints, self._chunks = [], [], []
+            self._commands, self._joints, self._chunks, self._frames = [], [], [], []
             before = dict(self._status)
         goal = RunPolicy.Goal(instruction=instruction, time_limit_s=float(time_limit_s), max_chunks=0,
                               record=self.record if record is None else record)
         feedback: list = []
         started = time.monotonic()
+        with self._lock:
+            self._episode_start_s, self._success_time_s = started, None
         send = self.action.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
         self._wait(send.done, 30.0, "the goal to be accepted")
         handle = send.result()
@@ -232,7 +269,8 @@ class SimSession:
         time.sleep(0.6)  # let the last status and task result (2 Hz) arrive
         with self._lock:
             after, task_result, joints = dict(self._status), dict(self._task_result), list(self._joints)
-            commands = list(self._commands)
+            commands, frames = list(self._commands), list(self._frames)
+            success_time_s, self._episode_start_s = self._success_time_s, None
         clip_keys = [k for k in after if k.startswith("clips.")]
         clipped = {k[len("clips."):]: int(after[k]) - int(before.get(k, 0)) for k in clip_keys}
         travel = float(np.abs(np.diff(np.stack(joints), axis=0)).sum()) if len(joints) > 1 else 0.0
@@ -246,7 +284,8 @@ class SimSession:
             dropped_chunks=int(after.get("dropped_chunks", 0)) - int(before.get("dropped_chunks", 0)),
             success=bool(task_result.get("success", False)), score=float(task_result.get("score", 0.0)),
             task_details=task_result.get("details", {}), episode_id=result.episode_id, duration_s=duration_s,
-            joint_travel_rad=travel, commands=[c for _, c in commands])
+            joint_travel_rad=travel, commands=[c for _, c in commands], frames=frames,
+            success_time_s=success_time_s)
 
     def close(self) -> None:
         try:
