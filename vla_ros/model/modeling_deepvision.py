@@ -88,7 +88,8 @@ class DeepVisionVLA(nn.Module):
 
         # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; H zero action embeddings], masks, MRoPE.
         visual_tokens, deepstack = self._visual_tokens(inputs)
-        z = language.embed_tokens(inputs.input_ids).index_copy(1, visual_index.flatten(), visual_tokens)
+        z = language.embed_tokens(inputs.input_ids)
+        z = z.index_copy(1, visual_index.flatten(), visual_tokens.to(z.dtype))  # bf16 under autocast
         parts = [z]
         if self.proprio is not None:
             parts.append(self.proprio(inputs.state.to(z.dtype))[:, None])
@@ -113,7 +114,7 @@ class DeepVisionVLA(nn.Module):
                                                           layers[index].self_attn.scaling, cfg.pruning.renormalize)
                 saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
             if index < len(deepstack):  # DeepStack: early visual features added after LLM layers 0, 1, 2
-                z = z.index_add(1, visual_index.flatten(), deepstack[index])
+                z = z.index_add(1, visual_index.flatten(), deepstack[index].to(z.dtype))
 
         saliency = kept_index = None
         expert_states: list[torch.Tensor] = []
