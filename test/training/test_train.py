@@ -134,5 +134,37 @@ def test_config_rules_name_the_field():
         TrainConfig(image_height_px=64)
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig.from_dict({"batch_size": 0})
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp16")
     with pytest.raises(ConfigError, match="datasets"):
         TrainConfig(output="/tmp/x", model="tiny").require_runnable()
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16"])
+def test_bf16_training_writes_a_loadable_checkpoint(recorded_dataset, tmp_path, precision):
+    """bf16-mixed: fp32 weights under bf16 autocast (the CUDA default; CPU autocast here); bf16: bf16 weights."""
+    result = train(tiny_train_config(recorded_dataset, tmp_path / "run", steps=2, batch_size=4, precision=precision))
+    assert all(np.isfinite(e["loss"]) for e in result.entries)
+    stored = {t.dtype for t in _tensors(result.final_checkpoint).values()}
+    assert stored == ({torch.float32} if precision == "bf16-mixed" else {torch.bfloat16})
+    assert load_checkpoint(result.final_checkpoint).model.config.robot.joint_names == JOINTS
+
+
+def test_init_checkpoint_keeps_its_weights_and_refits_the_head(recorded_dataset, tmp_path):
+    from vla_ros.model.checkpoint import create_random_checkpoint
+    from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
+
+    other_robot = RobotConfig(joint_names=("a", "b", "c"), action_names=("a", "b", "c"), state_dim=3,
+                              camera_image_size_px=(32, 32))
+    start = create_random_checkpoint(tmp_path / "start", DeepVisionConfig.tiny(robot=other_robot), seed=7)
+    config = tiny_train_config(recorded_dataset, tmp_path / "run", model="", init_checkpoint=str(start), steps=2,
+                               lr_vlm=0.0, lr_expert=0.0)  # frozen backbones: their weights must not move
+    result = train(config)
+    before, after = _tensors(start), _tensors(result.final_checkpoint)
+    backbone = [k for k in after if k.startswith(("vlm.", "expert."))]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
+    assert after["action_head.mlp.2.weight"].shape[0] == len(JOINTS)  # re-initialised for the recorded robot
+    assert not torch.equal(before["pairs.0.align_k.proj.weight"], after["pairs.0.align_k.proj.weight"])
+    assert load_checkpoint(result.final_checkpoint).model.config.robot.joint_names == JOINTS

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vla_ros.config.schema import flatten, from_flat, param
+from vla_ros.config.schema import flatten, from_flat, iter_fields, param
 from vla_ros.errors import ConfigError
 from vla_ros.model.normalization import NORM_MODES
 from vla_ros.types import ACTION_SPACES
@@ -119,6 +119,12 @@ class TrainConfig:
     progress: bool = param(True, "Show a tqdm progress bar (rank 0)")
 
     def __post_init__(self) -> None:
+        for spec in iter_fields(type(self)):  # ranges and choices also bind the Python API, not only the CLI
+            value, meta = getattr(self, spec.name), spec.meta
+            if meta.range is not None and not meta.range[0] <= value <= meta.range[1]:
+                _fail(spec.name, value, f"must be in [{meta.range[0]}, {meta.range[1]}]")
+            if meta.choices is not None and value not in meta.choices:
+                _fail(spec.name, value, f"must be one of {meta.choices}")
         if any(not d for d in self.datasets):
             _fail("datasets", self.datasets, "must not contain empty paths")
         if (self.image_height_px == 0) != (self.image_width_px == 0):
@@ -133,8 +139,6 @@ class TrainConfig:
             _fail("baseline", self.baseline, f"only with --model {' or '.join(MODEL_PRESETS)}")
         if self.baseline and self.expert_dir:
             _fail("expert_dir", self.expert_dir, "the baseline has no expert")
-        if self.keep_ratio < 0 or self.keep_ratio > 1:
-            _fail("keep_ratio", self.keep_ratio, "must be 0 (model default) or in (0, 1]")
         if len(self.rocket_vla_layers) != len(self.rocket_teacher_layers):
             _fail("rocket_teacher_layers", self.rocket_teacher_layers,
                   f"must pair one to one with rocket_vla_layers {self.rocket_vla_layers}")
