@@ -293,8 +293,9 @@ class Trainer:
     def _save(self) -> None:
         rngs = self.dist.gather(run_state.rng_state())
         if self.dist.is_main:
-            run_state.write_checkpoint(self.run_dir, self.step, lambda tmp: self._fill(tmp, rngs),
-                                       self.config.keep_last_checkpoints)
+            path = run_state.write_checkpoint(self.run_dir, self.step, lambda tmp: self._fill(tmp, rngs),
+                                              self.config.keep_last_checkpoints)
+            log.info("step %d: checkpoint %s", self.step, path)
             self.log.save()
             self.log.plot()
         self.final_checkpoint = self.run_dir / run_state.CHECKPOINTS_DIR / run_state.step_name(self.step)
