@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from vla_ros import fileio
 from vla_ros.errors import RecordingError
 from vla_ros.recording import layout
 from vla_ros.recording.mcap_io import salvage_mcap
@@ -315,9 +316,9 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
     order = [str(p.relative_to(commit)) for p in sorted(commit.rglob("*")) if p.is_file()]
     order.sort(key=lambda rel: rel == layout.INFO_PATH)  # info.json last: it publishes the episode
     for rel in order:
-        layout.fsync_file(commit / rel)
+        fileio.fsync_path(commit / rel)
     for d in {(commit / rel).parent for rel in order}:
-        layout.fsync_dir(d)
+        fileio.fsync_path(d)
     marker = {"episode_index": episode_index, "files": order}
     tmp = staging / (COMMIT_MARKER + ".tmp")
     with open(tmp, "w") as f:
@@ -325,7 +326,7 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, staging / COMMIT_MARKER)
-    layout.fsync_dir(staging)
+    fileio.fsync_path(staging)
     meta.info, meta.tasks, meta.stats = new_info, new_tasks, new_stats
     return CommitResult(episode_index, n, duration_s, tuple(warnings), mcap_rel, report)
 
@@ -340,9 +341,9 @@ def apply_commit(root: Path, staging: Path) -> int:
             continue  # moved before an interruption
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
-        layout.fsync_dir(dst.parent)
+        fileio.fsync_path(dst.parent)
     shutil.rmtree(staging)
-    layout.fsync_dir(staging.parent)
+    fileio.fsync_path(staging.parent)
     return int(marker["episode_index"])
 
 
@@ -358,5 +359,5 @@ def quarantine(root: Path, staging: Path, reason: str) -> Path:
         suffix += 1
     os.replace(staging, dest)
     (dest / "REASON.txt").write_text(reason + "\n")
-    layout.fsync_dir(dest_dir)
+    fileio.fsync_path(dest_dir)
     return dest

@@ -10,7 +10,6 @@ its own chunk/file indices, dataset_from_index/to_index, and video from_timestam
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -139,34 +138,6 @@ def spec_mismatches(info: dict[str, Any], spec: DatasetSpec) -> list[str]:
     if disk_cams != want_cams:
         problems.append(f"cameras (feature: shape) are {disk_cams} on disk, {want_cams} requested")
     return problems
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write-aside then os.replace: readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> Any:

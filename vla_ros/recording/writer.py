@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from vla_ros import fileio
 from vla_ros.errors import RecordingError
 from vla_ros.recording import finalize, layout
 from vla_ros.recording.finalize import DatasetMeta, Unrecoverable
@@ -208,7 +209,7 @@ class _Episode:
     def _write_report(self) -> None:
         with self.writer._lock:
             report = self.report()
-        layout.write_json_atomic(self.staging / finalize.REPORT_JSON, report)
+        fileio.write_json_atomic(self.staging / finalize.REPORT_JSON, report)
 
     def _table_loop(self) -> None:
         spec = self.writer.spec
@@ -283,7 +284,7 @@ class _Episode:
             video.close()
             result = stats.result()
             if result is not None:
-                layout.write_json_atomic(self.staging / finalize.image_stats_file(key), result)
+                fileio.write_json_atomic(self.staging / finalize.image_stats_file(key), result)
         except Exception as err:
             self._fail(f"camera {key} encoder", err)
             while q.get() is not None:
@@ -378,7 +379,7 @@ class DatasetWriter:
             if problems:
                 raise RecordingError(f"dataset {self.root} was recorded with another layout: " + "; ".join(problems))
         else:
-            layout.write_json_atomic(info_path, layout.empty_info(spec, self.options.video.codec))
+            fileio.write_json_atomic(info_path, layout.empty_info(spec, self.options.video.codec))
         self._meta = DatasetMeta.load(self.root)
         self.recovery_reports: tuple[RecoveryReport, ...] = tuple(self.recover())
 
@@ -443,11 +444,11 @@ class DatasetWriter:
             if staging.exists():  # only left by a failed finalisation of this process; never lose it
                 finalize.quarantine(self.root, staging, "staging directory still present at the next start")
             staging.mkdir(parents=True)
-            layout.write_json_atomic(staging / finalize.EPISODE_JSON, {
+            fileio.write_json_atomic(staging / finalize.EPISODE_JSON, {
                 "episode_index": index, "task": task, "task_index": task_index, "source": source,
                 "start_wall_time_ns": time.time_ns(), "fps": self.spec.fps,
                 "video_codec": self.options.video.codec})
-            layout.fsync_dir(staging.parent)
+            fileio.fsync_path(staging.parent)
             self._episode = _Episode(self, index, task, task_index, source, staging)
             log.info("episode %d started: %r (%s)", index, task, source)
             return index
@@ -629,8 +630,8 @@ class DatasetWriter:
         episode_json = layout.read_json(ep.staging / finalize.EPISODE_JSON)
         episode_json.update({"is_success": bool(is_success), "notes": notes, "stop_reason": ep.stop_reason,
                              "warnings": warnings})
-        layout.write_json_atomic(ep.staging / finalize.EPISODE_JSON, episode_json)
-        layout.write_json_atomic(ep.staging / finalize.REPORT_JSON, report)
+        fileio.write_json_atomic(ep.staging / finalize.EPISODE_JSON, episode_json)
+        fileio.write_json_atomic(ep.staging / finalize.REPORT_JSON, report)
 
         def summary(kept: bool, frames: int, duration_s: float, more: tuple[str, ...] = (), mcap: str = "",
                     index: int = ep.index) -> EpisodeSummary:

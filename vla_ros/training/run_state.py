@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vla_ros.errors import CheckpointError
+from vla_ros.fileio import fsync_tree, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +40,6 @@ def step_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    for directory in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_checkpoint(run_dir: Path, step: int, fill: Callable[[Path], None], keep_last: int) -> Path:
     """Create checkpoints/step_N by calling fill(tmp_dir), then publish it and prune old ones; returns its path."""
     root = run_dir / CHECKPOINTS_DIR
@@ -72,7 +50,7 @@ def write_checkpoint(run_dir: Path, step: int, fill: Callable[[Path], None], kee
         shutil.rmtree(tmp)  # left by a crash while writing: never published, safe to drop
     tmp.mkdir()
     fill(tmp)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # rewritten after a resume from an earlier step
         old = root / f".{step_name(step)}.old"
         shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vla_ros.training.run_state import write_json_atomic  # noqa: E402
+from vla_ros.fileio import write_json_atomic  # noqa: E402
 
 TRAIN_LOG_FILE = "train_log.json"
 LOSS_CURVE_FILE = "loss_curve.png"

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vla_ros import fileio
 from vla_ros.errors import CheckpointError, ConfigError, ObservationError
 from vla_ros.model.checkpoint import NORM_STATS_FILE, WEIGHTS_FILE, save_checkpoint
 from vla_ros.model.normalization import NormStats
@@ -135,7 +136,7 @@ class Trainer:
             log.info("resumed %s at step %d of %d", checkpoint, self.step, config.steps)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            run_state.write_json_atomic(self.run_dir / TRAIN_CONFIG_FILE, config.to_dict())
+            fileio.write_json_atomic(self.run_dir / TRAIN_CONFIG_FILE, config.to_dict())
         self.final_checkpoint = checkpoint
 
     # ---- setup helpers ----
@@ -312,7 +313,7 @@ class Trainer:
         if self.objective.rocket is not None:
             torch.save(self.objective.rocket.projector.state_dict(), state / run_state.ROCKET_FILE)
         epoch, within = self.sampler.position(self.micro_batches)
-        run_state.write_json_atomic(state / run_state.TRAINER_STATE_FILE, {
+        fileio.write_json_atomic(state / run_state.TRAINER_STATE_FILE, {
             "step": self.step, "micro_batches": self.micro_batches, "epoch": epoch, "micro_batch_in_epoch": within,
             "episodes_per_block": self.episodes_per_block, "world_size": self.dist.world_size,
             "seed": self.config.seed, "dataset_fingerprint": self.fingerprint,
