@@ -34,8 +34,7 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -45,9 +44,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 import vla_ros.sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from vla_ros.config.sim import SimConfig
-from vla_ros.errors import VlaRosError
 from vla_ros.ros import convert
 from vla_ros.ros.params import ParamBinding
+from vla_ros.ros.runner import run_node
 from vla_ros.sim.arm_sim import ArmSim, CommandError
 from vla_ros.sim.state_json import state_to_dict
 
@@ -188,23 +187,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimRobotNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except VlaRosError as err:  # refuse to start with the reason, not a traceback
-        logging.getLogger("sim_robot_node").error(f"sim_robot_node cannot start: {err}")
-        raise SystemExit(1) from err
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node("sim_robot_node", SimRobotNode, lambda: MultiThreadedExecutor(num_threads=2), args)
 
 
 if __name__ == "__main__":
