@@ -4,35 +4,60 @@
     ros2 launch vla_ros policy.launch.py use_sim:=false config_file:=/path/robot.yaml \
         checkpoint:=/path/to/checkpoint device:=cuda
 
-Every parameter comes from the config file (ROS params format, one section per node); the
-launch arguments override the checkpoint and device of policy_node. Without config_file, the
-package's config/sim.yaml (use_sim:=true) or config/robot.yaml (use_sim:=false) is used.
+Every parameter comes from the config file (ROS params format, one section per node). The
+checkpoint and device arguments, when given, override policy_node's checkpoint_dir and device;
+left empty, the config file's values apply. Without config_file, the package's config/sim.yaml
+(use_sim:=true) or config/robot.yaml (use_sim:=false) is used. A config file that does not exist
+or a boolean argument that is not a boolean stops the launch before any node starts: a typo must
+never start the nodes on their built-in defaults.
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-TRUE = ("true", "1", "yes")
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+DEVICES = ("", "auto", "cpu", "cuda")
 
 
-def _nodes(context):
-    share = Path(get_package_share_directory("vla_ros"))
-    use_sim = LaunchConfiguration("use_sim").perform(context).lower() in TRUE
-    record = LaunchConfiguration("record").perform(context).lower() in TRUE
-    config_file = LaunchConfiguration("config_file").perform(context) or str(
-        share / "config" / ("sim.yaml" if use_sim else "robot.yaml"))
-    policy_overrides = {"device": LaunchConfiguration("device").perform(context)}
+def _flag(context: LaunchContext, name: str) -> bool:
+    value = LaunchConfiguration(name).perform(context)
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ValueError(f"launch argument {name}:={value!r} is not a boolean; expected one of "
+                     f"{list(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def _nodes(context: LaunchContext) -> list[Node]:
+    use_sim = _flag(context, "use_sim")
+    record = _flag(context, "record")
+    config_file = LaunchConfiguration("config_file").perform(context)
+    if not config_file:
+        share = Path(get_package_share_directory("vla_ros"))
+        config_file = str(share / "config" / ("sim.yaml" if use_sim else "robot.yaml"))
+    elif not Path(config_file).expanduser().is_file():
+        raise FileNotFoundError(f"launch argument config_file:={config_file!r} is not a file; expected a "
+                                "ROS 2 params file with one section per node (see config/robot.yaml)")
+    config_file = str(Path(config_file).expanduser())
+
+    policy_overrides = {}
+    device = LaunchConfiguration("device").perform(context)
+    if device:
+        policy_overrides["device"] = device
     checkpoint = LaunchConfiguration("checkpoint").perform(context)
     if checkpoint:
-        policy_overrides["checkpoint_dir"] = checkpoint
+        policy_overrides["checkpoint_dir"] = str(Path(checkpoint).expanduser())
 
-    def node(name, extra=None):
-        params = [config_file] + ([extra] if extra else [])
+    def node(name: str, overrides: dict | None = None) -> Node:
+        # Later entries win: the launch arguments override the file.
+        params = [config_file] + ([overrides] if overrides else [])
         return Node(package="vla_ros", executable=name, name=name, output="screen", parameters=params,
                     emulate_tty=True)
 
@@ -51,8 +76,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("config_file", default_value="",
                               description="ROS params file for all nodes (default: config/sim.yaml or robot.yaml)."),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="Checkpoint directory for policy_node (default: the shipped one)."),
-        DeclareLaunchArgument("device", default_value="auto", description="auto, cpu or cuda."),
+                              description="Checkpoint directory for policy_node (default: the config file's "
+                                          "checkpoint_dir, else the shipped one)."),
+        DeclareLaunchArgument("device", default_value="", choices=list(DEVICES),
+                              description="auto, cpu or cuda for policy_node (default: the config file's device)."),
         DeclareLaunchArgument("record", default_value="true",
                               description="Start recorder_node so RunPolicy goals with record=true are saved."),
         OpaqueFunction(function=_nodes),
