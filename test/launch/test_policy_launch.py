@@ -34,7 +34,10 @@ ALL_NODES = {"policy_node", "safety_node", "recorder_node", "sim_robot_node"}
 
 # Runs the launch file the way `ros2 launch vla_ros policy.launch.py name:=value ...` does.
 RUN_LAUNCH = """
+import signal
 import sys
+# A shell's background job starts with SIGINT ignored; Ctrl-C (the test's SIGINT) must reach launch.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from launch import LaunchService
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
