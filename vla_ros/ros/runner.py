@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Callable
 
 import rclpy
@@ -32,6 +33,9 @@ def run_node(name: str, make_node: Callable[[], Node], make_executor: Callable[[
         # A signal shut the context down under a waiting executor thread (rclpy raises RCLError
         # then): a normal exit; `finally` still runs the node's clean-up (the recorder finalises).
     finally:
+        # A terminal's Ctrl-C reaches a launched node twice (terminal and launch): the second must
+        # not interrupt clean-up, which is where the recorder finalises its episode.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -140,6 +140,8 @@ class SimRobotNode(Node):
         try:
             self._loop()
         except Exception:  # a dead sim thread must be loud, not silent
+            if not self.context.ok():
+                return  # a signal shut ROS down before destroy_node stopped this thread: normal exit
             logging.getLogger("sim_robot_node").exception("simulation thread stopped")
             raise
         finally:
