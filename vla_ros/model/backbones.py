@@ -9,16 +9,19 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (AutoTokenizer, DINOv3ViTConfig, DINOv3ViTModel, PreTrainedTokenizerBase, Qwen3VLConfig,
                           Qwen3VLModel)
-from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb
+from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, apply_rotary_pos_emb_vision
+from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
 
 from vla_ros.errors import CheckpointError
 from vla_ros.model.configuration import ExpertConfig, QwenTextConfig, QwenVisionConfig, VLMConfig
 
-__all__ = ["apply_rotary_pos_emb", "build_dinov3", "build_qwen_vl", "expert_layers", "load_dinov3", "load_qwen_vl",
-           "load_qwen_tokenizer", "project_vla_qkv", "text_layers"]
+__all__ = ["VisionGrid", "apply_rotary_pos_emb", "build_dinov3", "build_qwen_vl", "expert_layers", "load_dinov3",
+           "load_qwen_vl", "load_qwen_tokenizer", "project_vla_qkv", "qwen_vision_forward", "qwen_vision_grid",
+           "repeat_kv_heads", "text_layers"]
 
 
 def qwen_hf_config(cfg: VLMConfig) -> Qwen3VLConfig:
@@ -174,3 +177,85 @@ def project_vla_qkv(layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor, s
     v = attn.v_proj(normed).view(shape).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     return q, k, v
+
+
+def repeat_kv_heads(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
+    """(B, Hkv, L, D) -> (B, Hq, L, D), each key/value head repeated for its query group.
+
+    SDPA's enable_gqa together with a mask sends CUDA to the math kernel; repeated heads keep the
+    memory-efficient kernel eligible (same numbers: the math path repeats the heads the same way).
+    """
+    groups = num_q_heads // x.shape[1]
+    if groups == 1:
+        return x
+    batch, heads, length, dim = x.shape
+    return x[:, :, None].expand(batch, heads, groups, length, dim).reshape(batch, heads * groups, length, dim)
+
+
+# ---- Qwen3-VL vision tower with static shapes ----
+
+@dataclasses.dataclass(frozen=True)
+class VisionGrid:
+    """What the Qwen3-VL vision tower derives from grid_thw, precomputed once for one fixed image size.
+
+    HF derives these from grid_thw in every forward with .tolist() (a host sync that also blocks CUDA-graph
+    capture) and splits attention per image the same way. All images here share one grid, so the tables
+    are computed once, for one image, and reused.
+    """
+
+    interp_index: torch.Tensor  # (P, taps) long: rows of the learned position table per patch
+    interp_weight: torch.Tensor  # (P, taps) float32 bilinear weights
+    rope_position: torch.Tensor  # (P, 2) long: (row, column) of each patch, merge-block order
+
+    @property
+    def patches_per_image(self) -> int:
+        return int(self.interp_index.shape[0])
+
+
+def qwen_vision_grid(visual: nn.Module, grid_h_patches: int, grid_w_patches: int, device: torch.device
+                     ) -> VisionGrid:
+    """The tables for one (grid_h_patches x grid_w_patches) image, by HF's own helpers, on `device`."""
+    grid_thw = torch.tensor([[1, grid_h_patches, grid_w_patches]])
+    index, weight = get_vision_interpolation_indices_and_weights(
+        grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+        align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.spatial_merge_size)
+    position = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+    return VisionGrid(index.to(device), weight.to(device), position.to(device))
+
+
+def qwen_vision_forward(visual: nn.Module, pixels: torch.Tensor, grid: VisionGrid
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Qwen3VLVisionModel.forward for equally sized images, with no host sync and one batched SDPA per block.
+
+    pixels (n * P, 3 * T * p * p) in Qwen's patch layout -> merged tokens (n * P / 4, C_llm) and one
+    DeepStack feature of the same shape per deepstack index. Same ops as HF's SDPA path; HF's per-image
+    attention loop becomes a batch dimension.
+    """
+    per_image = grid.patches_per_image
+    num_images = pixels.shape[0] // per_image
+    hidden = visual.patch_embed(pixels)  # (n * P, C_v)
+    pos_embeds = (visual.pos_embed(grid.interp_index) * grid.interp_weight[:, :, None]).sum(1)  # (P, C_v)
+    hidden = hidden + pos_embeds.repeat(num_images, 1).to(hidden.dtype)
+    cos, sin = visual.rotary_pos_emb(hidden, grid.rope_position.repeat(num_images, 1))  # (n * P, D) each
+    deepstack = []
+    for index, block in enumerate(visual.blocks):
+        hidden = hidden + _vision_attention(block.attn, block.norm1(hidden), cos, sin, num_images)
+        hidden = hidden + block.mlp(block.norm2(hidden))
+        if index in visual.deepstack_visual_indexes:
+            merger = visual.deepstack_merger_list[visual.deepstack_visual_indexes.index(index)]
+            deepstack.append(merger(hidden))
+    return visual.merger(hidden), deepstack
+
+
+def _vision_attention(attn: nn.Module, normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      num_images: int) -> torch.Tensor:
+    """Qwen3VLVisionAttention with the images as a batch: normed (n * P, C_v) -> (n * P, C_v)."""
+    length = normed.shape[0]
+    q, k, v = attn.qkv(normed).reshape(length, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)  # (n * P, heads, D)
+
+    def images(x: torch.Tensor) -> torch.Tensor:
+        return x.view(num_images, length // num_images, *x.shape[1:]).transpose(1, 2)  # (n, heads, P, D)
+
+    out = F.scaled_dot_product_attention(images(q), images(k), images(v), scale=attn.scaling)
+    return attn.proj(out.transpose(1, 2).reshape(length, -1))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_ros.model.backbones import apply_rotary_pos_emb, project_vla_qkv
+from vla_ros.model.backbones import apply_rotary_pos_emb, project_vla_qkv, repeat_kv_heads
 from vla_ros.model.configuration import CouplingConfig, ExpertConfig, QwenTextConfig
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, L, D)
@@ -25,7 +25,9 @@ def decoder_layer_forward(layer: nn.Module, hidden: torch.Tensor, rope: Rope, ma
     """
     q, k, v = project_vla_qkv(layer, layer.input_layernorm(hidden), *rope)
     attn = layer.self_attn
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=attn.scaling, enable_gqa=True)
+    heads = q.shape[1]
+    out = F.scaled_dot_product_attention(q, repeat_kv_heads(k, heads), repeat_kv_heads(v, heads),
+                                         attn_mask=mask[:, None], scale=attn.scaling)
     hidden = hidden + attn.o_proj(out.transpose(1, 2).flatten(2))
     hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return hidden, q, k
@@ -85,8 +87,9 @@ class CoupledLayerPair(nn.Module):
         keys, values = torch.cat([k_e, k_z], dim=2), torch.cat([v_e, v_z], dim=2)
         queries = torch.cat([q_e, q_z], dim=2) if update_expert else q_z
         rows = mask if update_expert else mask[:, num_expert:]
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=rows[:, None],
-                                             scale=llm_layer.self_attn.scaling, enable_gqa=True)
+        heads = queries.shape[1]
+        out = F.scaled_dot_product_attention(queries, repeat_kv_heads(keys, heads), repeat_kv_heads(values, heads),
+                                             attn_mask=rows[:, None], scale=llm_layer.self_attn.scaling)
         out = out.transpose(1, 2).flatten(2)  # (B, rows, Hq * D)
         out_e, out_z = out[:, : out.shape[1] - z.shape[1]], out[:, out.shape[1] - z.shape[1]:]
 

@@ -1,18 +1,24 @@
 """DeepVision-VLA: QwenVLA-OFT plus a DINOv3 vision expert coupled into the deep LLM layers, with AGVP.
 
-forward() follows deepvision_vla.md §5.5 steps 1-6 in reading order. The QwenVLA-OFT baseline is the same
-class with `config.expert = None` (no coupled layers, no pruning). Shapes are static given the config, the
-instruction bucket and the keep ratio; no step loops over tokens.
+forward() follows deepvision_vla.md §5.5 steps 1-6 (step 2 is issued first: it does not depend on step 1,
+and on a second CUDA stream it then overlaps steps 1 and 3). The QwenVLA-OFT baseline is the same class with
+`config.expert = None` (no coupled layers, no pruning). Shapes are static given the config, the instruction
+bucket and the keep ratio; no step loops over tokens and no step reads a device value on the host, so the
+whole forward can be captured in one CUDA graph (fast_inference.StaticInference).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
+from typing import ContextManager
 
 import torch
 from torch import nn
 from transformers import DINOv3ViTModel, Qwen3VLModel
 
+from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
 from vla_ros.model.configuration import DeepVisionConfig, check_keep_ratio
 from vla_ros.model.coupled_attention import CoupledLayerPair, Rope, decoder_layer_forward
@@ -20,6 +26,16 @@ from vla_ros.model.heads import build_head
 from vla_ros.model.masks import TokenKind, attention_mask, coupled_kinds, vla_kinds
 from vla_ros.model.processing import ModelInputs
 from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, select_expert_patches
+
+# Stage names a StageTimer sees, in execution order. prepare: embeddings, masks, MRoPE ids and RoPE tables;
+# agvp: saliency rows, top-K, gathering the kept expert tokens and the coupled mask. With an expert_stream the
+# timer sees only the launch of expert_shallow, so time stages with expert_stream=None.
+STAGES = ("expert_shallow", "vla_vision", "prepare", "llm_shallow", "agvp", "coupled", "head")
+StageTimer = Callable[[str], ContextManager[None]]  # stage name -> context around that stage's work
+
+
+def _untimed(name: str) -> ContextManager[None]:
+    return contextlib.nullcontext()
 
 
 @dataclasses.dataclass
@@ -52,6 +68,7 @@ class DeepVisionVLA(nn.Module):
                                      nn.Linear(text.hidden_size, text.hidden_size)) if robot.use_proprio else None
         self.action_head = build_head(config.head, text.hidden_size, robot.action_dim)
         self.keep_ratio = config.pruning.keep_ratio  # run-time value, changed by set_keep_ratio
+        self._vision_grids: dict[torch.device, backbones.VisionGrid] = {}  # per device, filled on first use
 
     @classmethod
     def from_base_weights(cls, config: DeepVisionConfig, dtype: torch.dtype = torch.float32) -> DeepVisionVLA:
@@ -77,72 +94,97 @@ class DeepVisionVLA(nn.Module):
                 "action_head": count(self.action_head), "total": count(self)}
 
     def forward(self, inputs: ModelInputs, target_actions: torch.Tensor | None = None,
-                keep_ratio: float | None = None, output_hidden_states: bool = False) -> DeepVisionOutput:
-        """inputs from DeepVisionProcessor; target_actions (B, H, A) normalised -> DeepVisionOutput."""
+                keep_ratio: float | None = None, output_hidden_states: bool = False,
+                kept_patch_index: torch.Tensor | None = None, expert_stream: torch.cuda.Stream | None = None,
+                stage_timer: StageTimer | None = None) -> DeepVisionOutput:
+        """inputs from DeepVisionProcessor; target_actions (B, H, A) normalised -> DeepVisionOutput.
+
+        kept_patch_index (B, C, K): expert patches to keep instead of AGVP's choice (no saliency is computed;
+        for ablations and to measure AGVP's cost). expert_stream: a CUDA stream for the expert's shallow layers.
+        stage_timer: wraps each stage of STAGES (benchmarks); None costs nothing.
+        """
         cfg = self.config
+        stage = stage_timer or _untimed
         horizon = cfg.robot.chunk_size
         language = self.vlm.language_model
         layers = backbones.text_layers(self.vlm)
         num_coupled = cfg.coupling.num_layers
         visual_index = inputs.visual_index  # (C, Nv)
 
-        # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; H zero action embeddings], masks, MRoPE.
-        visual_tokens, deepstack = self._visual_tokens(inputs)
-        z = language.embed_tokens(inputs.input_ids)
-        z = z.index_copy(1, visual_index.flatten(), visual_tokens.to(z.dtype))  # bf16 under autocast
-        parts = [z]
-        if self.proprio is not None:
-            parts.append(self.proprio(inputs.state.to(z.dtype))[:, None])
-        parts.append(z.new_zeros(z.shape[0], horizon, z.shape[-1]))
-        z = torch.cat(parts, dim=1)  # (B, N, C)
-        kinds = vla_kinds(inputs.prompt_valid, self.proprio is not None, horizon)
-        mask = attention_mask(kinds)  # (B, N, N)
-        positions = self._vla_positions(kinds, visual_index)  # (3, B, N)
-        rope = language.rotary_emb(z, positions)
-
         # §5.5 step 2: expert embeddings and its shallow (uncoupled) layers.
-        expert_tokens = self._expert_shallow(inputs.expert_pixels) if self.expert is not None else None
+        expert_tokens = None
+        if self.expert is not None:
+            with stage("expert_shallow"), _on_stream(expert_stream, inputs.expert_pixels.device):
+                expert_tokens = self._expert_shallow(inputs.expert_pixels)
+
+        # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; H zero action embeddings], masks, MRoPE.
+        with stage("vla_vision"):
+            visual_tokens, deepstack = self._visual_tokens(inputs)
+        with stage("prepare"):
+            z = language.embed_tokens(inputs.input_ids)
+            z = z.index_copy(1, visual_index.flatten(), visual_tokens.to(z.dtype))  # bf16 under autocast
+            parts = [z]
+            if self.proprio is not None:
+                parts.append(self.proprio(inputs.state.to(z.dtype))[:, None])
+            parts.append(z.new_zeros(z.shape[0], horizon, z.shape[-1]))
+            z = torch.cat(parts, dim=1)  # (B, N, C)
+            kinds = vla_kinds(inputs.prompt_valid, self.proprio is not None, horizon)
+            mask = attention_mask(kinds)  # (B, N, N)
+            positions = self._vla_positions(kinds, visual_index)  # (3, B, N)
+            rope = language.rotary_emb(z, positions)
 
         # §5.5 step 3: shallow LLM layers; AGVP reads the action rows of the saliency layers.
         saliency_sum = None
-        saliency_layers = set(cfg.pruning.saliency_layers) if self.expert is not None else set()
+        use_agvp = self.expert is not None and kept_patch_index is None
+        saliency_layers = set(cfg.pruning.saliency_layers) if use_agvp else set()
         for index in range(len(layers) - num_coupled):
-            z, q, k = decoder_layer_forward(layers[index], z, rope, mask)
+            with stage("llm_shallow"):
+                z, q, k = decoder_layer_forward(layers[index], z, rope, mask)
             if index in saliency_layers:
-                with torch.no_grad():
+                with stage("agvp"), torch.no_grad():
                     layer_map = action_to_vision_saliency(q[:, :, -horizon:], k, mask[:, -horizon:], visual_index,
                                                           layers[index].self_attn.scaling, cfg.pruning.renormalize)
-                saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
+                    saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
             if index < len(deepstack):  # DeepStack: early visual features added after LLM layers 0, 1, 2
-                z = z.index_add(1, visual_index.flatten(), deepstack[index].to(z.dtype))
+                with stage("llm_shallow"):
+                    z = z.index_add(1, visual_index.flatten(), deepstack[index].to(z.dtype))
 
         saliency = kept_index = None
         expert_states: list[torch.Tensor] = []
         if self.expert is not None:
             # §5.5 step 4: AGVP, one index set for all coupled layers.
-            grid_h, grid_w = cfg.vlm.token_grid
-            saliency = (saliency_sum / len(saliency_layers)).view(z.shape[0], -1, grid_h, grid_w)
-            keep = self.kept_patches_per_camera(keep_ratio)
-            kept_index = select_expert_patches(saliency, cfg.expert.patch_grid, keep, cfg.pruning.interpolation)
-            e, expert_rope, cameras = self._keep_expert_tokens(expert_tokens, kept_index, positions, visual_index)
+            with stage("agvp"):
+                if use_agvp:
+                    grid_h, grid_w = cfg.vlm.token_grid
+                    saliency = (saliency_sum / len(saliency_layers)).view(z.shape[0], -1, grid_h, grid_w)
+                    keep = self.kept_patches_per_camera(keep_ratio)
+                    kept_index = select_expert_patches(saliency, cfg.expert.patch_grid, keep,
+                                                       cfg.pruning.interpolation)
+                else:
+                    kept_index = self._check_kept_index(kept_patch_index, z.shape[0])
+                if expert_stream is not None:  # join: the expert's shallow layers ran on the side stream
+                    torch.cuda.current_stream(z.device).wait_stream(expert_stream)
+                e, expert_rope, cameras = self._keep_expert_tokens(expert_tokens, kept_index, positions, visual_index)
+                coupled_mask = attention_mask(coupled_kinds(kinds, e.shape[1]),
+                                              torch.cat([cameras, cameras.new_full((z.shape[1],), -1)]))
 
             # §5.5 step 5: coupled layers, expert tokens first in the shared attention (Fig. 3c).
-            coupled_mask = attention_mask(coupled_kinds(kinds, e.shape[1]),
-                                          torch.cat([cameras, cameras.new_full((z.shape[1],), -1)]))
             expert_layer_list = backbones.expert_layers(self.expert)
             for j in range(num_coupled):
                 if output_hidden_states:
                     expert_states.append(e)
                 pair = self.pairs[0 if cfg.coupling.share_aligners else j]
                 update = j < num_coupled - 1
-                z, e_next = pair(layers[len(layers) - num_coupled + j],
-                                 expert_layer_list[len(expert_layer_list) - num_coupled + j],
-                                 z, e, rope, expert_rope, coupled_mask, update_expert=update)
+                with stage("coupled"):
+                    z, e_next = pair(layers[len(layers) - num_coupled + j],
+                                     expert_layer_list[len(expert_layer_list) - num_coupled + j],
+                                     z, e, rope, expert_rope, coupled_mask, update_expert=update)
                 e = e_next if update else e
 
         # §5.5 step 6: final norm and the action head on the H action tokens.
-        hidden = language.norm(z)
-        actions = self.action_head(hidden[:, -horizon:])  # (B, H, A)
+        with stage("head"):
+            hidden = language.norm(z)
+            actions = self.action_head(hidden[:, -horizon:])  # (B, H, A)
         loss = None if target_actions is None else self.action_head.loss(actions, target_actions)
         return DeepVisionOutput(actions=actions, last_hidden_state=hidden, loss=loss, saliency=saliency,
                                 kept_patch_index=kept_index,
@@ -152,16 +194,16 @@ class DeepVisionVLA(nn.Module):
 
     def _visual_tokens(self, inputs: ModelInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Qwen3-VL vision tower on all B*C frames -> (B, C*Nv, C) tokens and DeepStack features."""
-        batch = inputs.batch_size
-        num_images = batch * inputs.visual_index.shape[0]
-        vision = self.config.vlm.vision
-        grid_h, grid_w = self.config.vlm.token_grid
-        grid_thw = torch.tensor([[1, grid_h * vision.spatial_merge_size, grid_w * vision.spatial_merge_size]],
-                                device=inputs.vla_pixels.device).repeat(num_images, 1)
-        out = self.vlm.visual(inputs.vla_pixels.to(self.vlm.visual.dtype), grid_thw=grid_thw, return_dict=True)
-        width = out.pooler_output.shape[-1]
-        return (out.pooler_output.view(batch, -1, width),
-                [feature.view(batch, -1, width) for feature in out.deepstack_features])
+        pixels = inputs.vla_pixels
+        grid = self._vision_grids.get(pixels.device)
+        if grid is None:  # once per device: every frame has the configured size
+            grid_h, grid_w = self.config.vlm.token_grid
+            merge = self.config.vlm.vision.spatial_merge_size
+            grid = backbones.qwen_vision_grid(self.vlm.visual, grid_h * merge, grid_w * merge, pixels.device)
+            self._vision_grids[pixels.device] = grid
+        pooled, deepstack = backbones.qwen_vision_forward(self.vlm.visual, pixels.to(self.vlm.visual.dtype), grid)
+        batch, width = inputs.batch_size, pooled.shape[-1]
+        return pooled.view(batch, -1, width), [feature.view(batch, -1, width) for feature in deepstack]
 
     def _vla_positions(self, kinds: torch.Tensor, visual_index: torch.Tensor) -> torch.Tensor:
         """MRoPE ids (3, B, N) as Qwen3-VL's get_rope_index assigns them, in tensor ops.
@@ -191,6 +233,17 @@ class DeepVisionVLA(nn.Module):
         for layer in layer_list[: len(layer_list) - self.config.coupling.num_layers]:
             tokens = layer(tokens, position_embeddings=rope)
         return tokens
+
+    def _check_kept_index(self, kept_patch_index: torch.Tensor, batch: int) -> torch.Tensor:
+        """A caller's fixed patch selection must be (B, C, K) long with 1 <= K <= patches per camera."""
+        cameras = len(self.config.robot.camera_names)
+        grid_h, grid_w = self.config.expert.patch_grid
+        shape = tuple(kept_patch_index.shape)
+        if (kept_patch_index.dtype != torch.long or len(shape) != 3 or shape[:2] != (batch, cameras)
+                or not 1 <= shape[2] <= grid_h * grid_w):
+            raise ConfigError(f"kept_patch_index is {shape} {kept_patch_index.dtype}: must be ({batch}, {cameras}, "
+                              f"K) torch.long with 1 <= K <= {grid_h * grid_w} expert patches per camera")
+        return kept_patch_index
 
     def _keep_expert_tokens(self, tokens: torch.Tensor, kept_index: torch.Tensor, positions: torch.Tensor,
                             visual_index: torch.Tensor) -> tuple[torch.Tensor, Rope | None, torch.Tensor]:
@@ -224,3 +277,15 @@ class DeepVisionVLA(nn.Module):
         if coupling.expert_positions != "none":
             expert_rope = self.vlm.language_model.rotary_emb(e, expert_positions.flatten(2))
         return e, expert_rope, cameras
+
+
+def _on_stream(stream: torch.cuda.Stream | None, device: torch.device) -> ContextManager[None]:
+    """Run the block on `stream` after the work already queued on the current stream (None: stay put).
+
+    Tensors made there are read on the current stream only after forward() joins the streams, and the side
+    stream's next use waits for the current stream first, so the allocator never hands out memory in use.
+    """
+    if stream is None:
+        return contextlib.nullcontext()
+    stream.wait_stream(torch.cuda.current_stream(device))
+    return torch.cuda.stream(stream)
