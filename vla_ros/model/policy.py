@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,10 +15,14 @@ import torch
 from vla_ros.errors import ConfigError
 from vla_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from vla_ros.model.configuration import check_keep_ratio
+from vla_ros.model.fast_inference import Signature, StaticInference, input_signature
+from vla_ros.model.modeling_deepvision import DeepVisionOutput
+from vla_ros.model.processing import ModelInputs
 from vla_ros.types import Observation, PolicyOutput, PolicySpec
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
+MAX_STATIC_SHAPES = 8  # captured graphs kept (instruction bucket x K x batch); the oldest is dropped
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,12 +37,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 class DeepVisionPolicy:
-    """Runs a DeepVision-VLA checkpoint: bf16 on CUDA, fp32 on CPU, eval mode, no autograd."""
+    """Runs a DeepVision-VLA checkpoint: bf16 on CUDA, fp32 on CPU, eval mode, no autograd.
 
-    def __init__(self, loaded: LoadedCheckpoint, device: torch.device) -> None:
+    fast_inference (default: on for CUDA, off for CPU) serves each (batch, instruction bucket, K) through a
+    StaticInference, i.e. a CUDA graph captured on the first call of that shape (a one-off cost of a few
+    warm-up forwards); off runs the eager forward every call.
+    """
+
+    def __init__(self, loaded: LoadedCheckpoint, device: torch.device, fast_inference: bool | None = None) -> None:
         self.model = loaded.model
         self.processor = loaded.processor
         self.device = device
+        self.fast_inference = device.type == "cuda" if fast_inference is None else fast_inference
+        self._static: OrderedDict[tuple[Signature, int], StaticInference] = OrderedDict()
+        self._static_lock = threading.Lock()  # one set of input buffers per shape: one caller at a time
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.fast_inference and device.type == "cuda" else None
         self._keep_ratio = self.model.config.pruning.keep_ratio
         robot = self.model.config.robot
         self._spec = PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
@@ -44,13 +59,14 @@ class DeepVisionPolicy:
                                 camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> DeepVisionPolicy:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", fast_inference: bool | None = None
+                        ) -> DeepVisionPolicy:
         resolved = resolve_device(device)
         dtype = torch.bfloat16 if resolved.type == "cuda" else torch.float32
         loaded = load_checkpoint(path, device=resolved, dtype=dtype)
         log.info("loaded %s on %s (%s), %d parameters", path, resolved, dtype,
                  loaded.model.parameter_counts()["total"])
-        return cls(loaded, resolved)
+        return cls(loaded, resolved, fast_inference)
 
     @property
     def spec(self) -> PolicySpec:
@@ -74,13 +90,28 @@ class DeepVisionPolicy:
         start_s = time.perf_counter()
         inputs = self.processor.observations_to_inputs(observations, self.device)
         with torch.inference_mode():
-            out = self.model(inputs, keep_ratio=keep_ratio)
+            out = self._forward(inputs, keep_ratio)
         chunks = self.processor.actions_to_physical(out.actions)  # (B, H, A) float64, synchronises the device
         inference_s = time.perf_counter() - start_s
         kept = self.model.kept_patches_per_camera(keep_ratio) * len(self._spec.camera_names)
         return [PolicyOutput(actions=chunk, kept_expert_tokens=kept,
                              info={"inference_s": inference_s, "keep_ratio": keep_ratio})
                 for chunk in chunks]
+
+    def _forward(self, inputs: ModelInputs, keep_ratio: float) -> DeepVisionOutput:
+        if not self.fast_inference:
+            return self.model(inputs, keep_ratio=keep_ratio)
+        key = (input_signature(inputs), self.model.kept_patches_per_camera(keep_ratio))
+        with self._static_lock:
+            static = self._static.get(key)
+            if static is None:
+                if len(self._static) >= MAX_STATIC_SHAPES:
+                    self._static.popitem(last=False)
+                log.info("first call with inputs %s and K=%d: preparing the static forward", dict(key[0]), key[1])
+                static = StaticInference(self.model, inputs, keep_ratio, graph_pool=self._graph_pool)
+                self._static[key] = static
+            self._static.move_to_end(key)
+            return static(inputs)
 
     def kept_patch_indices(self, obs: Observation) -> np.ndarray:
         """(C, K) raster indices into each camera's expert patch grid (model.config.expert.patch_grid) that
