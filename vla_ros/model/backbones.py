@@ -19,9 +19,9 @@ from transformers.vision_utils import get_vision_interpolation_indices_and_weigh
 from vla_ros.errors import CheckpointError
 from vla_ros.model.configuration import ExpertConfig, QwenTextConfig, QwenVisionConfig, VLMConfig
 
-__all__ = ["VisionGrid", "apply_rotary_pos_emb", "build_dinov3", "build_qwen_vl", "expert_layers", "load_dinov3",
-           "load_qwen_vl", "load_qwen_tokenizer", "project_vla_qkv", "qwen_vision_forward", "qwen_vision_grid",
-           "repeat_kv_heads", "text_layers"]
+__all__ = ["VisionGrid", "apply_rotary_pos_emb", "build_dinov3", "build_qwen_vl", "dinov3_shallow_forward",
+           "expert_layers", "load_dinov3", "load_qwen_vl", "load_qwen_tokenizer", "project_vla_qkv",
+           "qwen_vision_forward", "qwen_vision_grid", "repeat_kv_heads", "text_layers"]
 
 
 def qwen_hf_config(cfg: VLMConfig) -> Qwen3VLConfig:
@@ -177,6 +177,16 @@ def project_vla_qkv(layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor, s
     v = attn.v_proj(normed).view(shape).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     return q, k, v
+
+
+def dinov3_shallow_forward(expert: DINOv3ViTModel, pixels: torch.Tensor, num_layers: int) -> torch.Tensor:
+    """DINOv3 embeddings and its first `num_layers` layers: (n, 3, He, We) -> (n, prefix + P, C_e)."""
+    pixels = pixels.to(expert.embeddings.patch_embeddings.weight.dtype)
+    tokens = expert.embeddings(pixels)
+    rope = expert.rope_embeddings(pixels)
+    for layer in expert_layers(expert)[:num_layers]:
+        tokens = layer(tokens, position_embeddings=rope)
+    return tokens
 
 
 def repeat_kv_heads(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:

@@ -226,13 +226,8 @@ class DeepVisionVLA(nn.Module):
 
     def _expert_shallow(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B*C, 3, He, We) -> (B*C, prefix + P, C_e) after the expert layers that are not coupled."""
-        pixels = pixels.to(self.expert.embeddings.patch_embeddings.weight.dtype)
-        tokens = self.expert.embeddings(pixels)
-        rope = self.expert.rope_embeddings(pixels)
-        layer_list = backbones.expert_layers(self.expert)
-        for layer in layer_list[: len(layer_list) - self.config.coupling.num_layers]:
-            tokens = layer(tokens, position_embeddings=rope)
-        return tokens
+        num_shallow = len(backbones.expert_layers(self.expert)) - self.config.coupling.num_layers
+        return backbones.dinov3_shallow_forward(self.expert, pixels, num_shallow)
 
     def _check_kept_index(self, kept_patch_index: torch.Tensor, batch: int) -> torch.Tensor:
         """A caller's fixed patch selection must be (B, C, K) long with 1 <= K <= patches per camera."""
