@@ -8,6 +8,7 @@ VENV="$ROOT/.venv"
 PYTHON="${VLA_ROS_PYTHON:-python3.11}"
 
 log() { printf '[setup] %s\n' "$*"; }
+trap 'echo "[setup] failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 if ! command -v "$PYTHON" >/dev/null; then
   echo "[setup] $PYTHON not found: the ROS 2 Kilted wheels need CPython 3.11 (set VLA_ROS_PYTHON)" >&2
@@ -52,7 +53,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
 fi
 
 # 4. colcon builds both packages (colcon does not look inside a package folder, so name both).
-build_hash="$(find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null \
+build_hash="$({ find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null || true; } \
   | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
 if [ "$(cat install/.build.sha256 2>/dev/null)" != "$build_hash" ]; then
   log "building vla_ros_interfaces and vla_ros with colcon"
