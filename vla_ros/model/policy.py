@@ -108,7 +108,12 @@ class DeepVisionPolicy:
                 if len(self._static) >= MAX_STATIC_SHAPES:
                     self._static.popitem(last=False)
                 log.info("first call with inputs %s and K=%d: preparing the static forward", dict(key[0]), key[1])
-                static = StaticInference(self.model, inputs, keep_ratio, graph_pool=self._graph_pool)
+                try:
+                    static = StaticInference(self.model, inputs, keep_ratio, graph_pool=self._graph_pool)
+                except Exception:  # the CUDA graph path is not yet measured on a GPU: never let it stop a robot
+                    log.exception("static/CUDA-graph forward failed to build; serving the eager forward from now on")
+                    self.fast_inference = False
+                    return self.model(inputs, keep_ratio=keep_ratio)
                 self._static[key] = static
             self._static.move_to_end(key)
             return static(inputs)
