@@ -203,6 +203,20 @@ def test_chunk_timeout_holds_by_decelerating_then_silence() -> None:
     _assert_decelerates_to_rest(held, WatchdogState.HOLD)
 
 
+def test_leaving_a_hold_at_rest_starts_from_where_the_robot_is_now() -> None:
+    rig = _running_rig()
+    held = [rig.tick() for _ in range(40)]  # chunk timeout: brake to rest, then silence
+    assert held[-1].command is None and held[-1].state is WatchdogState.HOLD
+    run = held[-1].run_id
+    rig.measured = rig.measured + np.array([0.3, 0, 0, 0, 0, 0, 0])  # moved by hand while held
+    assert rig.chunk(np.tile(rig.measured, (10, 1)), chunk_id=2).accepted
+    resumed = rig.tick(follow=False)
+    assert resumed.run_id == run + 1
+    # The first command is one limited step from the measured position, not back at the held one 0.3 rad away.
+    one_step = np.asarray(rig.cfg.limits.max_velocity_rad_s) * 0.02
+    assert np.all(np.abs(resumed.command - rig.measured) <= one_step + 1e-12)
+
+
 def test_repeat_hold_mode_resends_the_last_command() -> None:
     rig = _running_rig(hold_mode="repeat")
     rig.ctl.estop(True)

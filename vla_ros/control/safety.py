@@ -8,7 +8,9 @@ stream at rest and the start-up gate applies. Within a run every command keeps t
 to the previous one (limits.py); a hold (watchdog, e-stop, no plan) continues the same stream by
 decelerating within the acceleration limit to rest, then keeps that last command (hold_mode
 silent: send nothing more, the controller holds it; repeat: re-send it every tick). Hold, never
-home. Leaving a hold goes through the start-up gate again.
+home. Leaving a hold goes through the start-up gate again; a stream that had come to rest ends
+there, and the new run starts from the measured position (the robot may have been moved while it
+held), while a stream still braking continues so no command jumps.
 
 Start-up gate. When the plan is about to be followed after WAITING or HOLD, its target due now
 must be within startup_max_distance_rad of the measured position on every arm joint (not the
@@ -332,6 +334,10 @@ class SafetyController:
         previous = self._motion
         clipped = np.zeros(self._joint_count, dtype=bool)
         if reason is HoldReason.NONE:
+            if self._motion is not None and not self._following and self._motion.is_at_rest:
+                # Leaving a hold at rest: the robot may have moved meanwhile (pushed, hand-guided, reset),
+                # so the held command is no start point; a new run starts from the measurement.
+                self._motion = None
             if self._motion is None:
                 self._motion = MotionState.at_rest(self._joint_history[-1][1])
                 self._run_id += 1
