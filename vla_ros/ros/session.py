@@ -241,34 +241,9 @@ class SimSession:
                    timeout_s, "the reset task result")
         return str(self._task_result["instruction"])
 
-    def rearm_safety(self, timeout_s: float = 10.0) -> None:
-        """Disarm and re-arm safety_node: it ends its run, so the next one starts from the measured position.
-
-        Needed after a sim reset: the arm jumped home while safety_node held the previous episode's last
-        command, and a run resumed after a hold starts from that held command, not from the measurement.
-        Does nothing when safety_node is not armed (a dry run stays one).
-        """
-        from std_srvs.srv import SetBool
-
-        with self._lock:
-            if self._status.get("armed") != "true":
-                return  # a dry run stays a dry run
-        client = self.node.create_client(SetBool, "/vla/safety/arm")
-        try:
-            self._wait(client.service_is_ready, timeout_s, "/vla/safety/arm")
-            for armed in (False, True):
-                future = client.call_async(SetBool.Request(data=armed))
-                self._wait(future.done, timeout_s, f"safety_node to {'arm' if armed else 'disarm'}")
-                if not future.result().success:
-                    raise SessionError(f"safety_node refused to {'arm' if armed else 'disarm'}: "
-                                       f"{future.result().message}")
-        finally:
-            self.node.destroy_client(client)
-
     def run_episode(self, task: str, seed: int, time_limit_s: float, record: bool | None = None,
                     progress=None) -> EpisodeReport:
         instruction = self.reset(task, seed)
-        self.rearm_safety()
         with self._lock:
             self._commands, self._joints, self._chunks, self._frames = [], [], [], []
             before = dict(self._status)
