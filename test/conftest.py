@@ -36,7 +36,7 @@ class RosHarness:
 
     def __init__(self) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from vla_ros.ros.executor import MultiThreadedExecutor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))

@@ -19,7 +19,6 @@ import numpy as np
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -30,6 +29,7 @@ from vla_ros.errors import ObservationError, PolicyMismatchError, StaleObservati
 from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros import convert
+from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros.types import ACTION_SPACES, ActionChunk, Policy

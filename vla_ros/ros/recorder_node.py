@@ -22,7 +22,6 @@ from typing import Any, Callable
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -34,6 +33,7 @@ from vla_ros.config.recorder import RecorderConfig
 from vla_ros.errors import ChunkError, ObservationError, RecordingError
 from vla_ros.recording import DatasetWriter, EpisodeSummary, options_from_config, spec_from_config
 from vla_ros.ros import convert
+from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg

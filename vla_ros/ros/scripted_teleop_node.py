@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import Float64MultiArray, String
@@ -39,6 +38,7 @@ from vla_ros.config.scripted_teleop import ScriptedTeleopConfig
 from vla_ros.config.sim import SimConfig
 from vla_ros.errors import VlaRosError
 from vla_ros.ros import convert
+from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros.sim.arm_sim import SimState

@@ -34,7 +34,6 @@ import time
 from typing import Any
 
 import numpy as np
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -45,6 +44,7 @@ from trajectory_msgs.msg import JointTrajectory
 import vla_ros.sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from vla_ros.config.sim import SimConfig
 from vla_ros.ros import convert
+from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros.sim.arm_sim import ArmSim, CommandError
