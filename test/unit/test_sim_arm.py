@@ -172,3 +172,14 @@ def test_closing_away_from_objects_grasps_nothing(sim) -> None:
     sim.step(1.0)
     state = sim.state()
     assert state.grasped_object is None and not sim.task_result().details["cup_grasped"]
+
+
+def test_write_sheet_shows_the_letter_to_trace() -> None:
+    """The letter is drawn on the sheet (pencil grey), so the policy can see where to write."""
+    with ArmSim(SimConfig()) as arm:  # full 240x320: the guide is a few pixels wide
+        arm.reset(seed=1, task="write")
+        image = arm.render().astype(int)
+    ys, xs = np.nonzero(_white(image[..., 0], image[..., 1], image[..., 2]))
+    sheet = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    r, g, b = (sheet[..., i] for i in range(3))
+    assert np.count_nonzero((r > 60) & (r < 200) & (np.abs(r - g) < 25) & (b >= r - 10)) > 8  # the grey letter

@@ -40,6 +40,8 @@ def test_layouts_are_deterministic_and_within_documented_ranges() -> None:
         assert 0.30 <= qx <= 0.40 and 0.16 <= abs(qy) <= 0.22
         assert write.letter in LETTERS and write.letter in write.instruction
         np.testing.assert_array_equal(write.letter_xy, sample_task("write", seed).letter_xy)
+        # centred on the sheet (the guide on the paper shows it too): where to write is observable
+        np.testing.assert_allclose(write.letter_xy, letter_polyline_xy(write.letter, np.array([px, py])))
     assert sample_task("pour", 0).object_xy != sample_task("pour", 1).object_xy
     assert {sample_task("write", s).letter for s in range(50)} == set(LETTERS)
 

@@ -45,6 +45,11 @@ GRASPABLE = ("cup", "pen")
 GRIP_HALF_WIDTH_M = {"cup": CUP_RADIUS_M + 0.003, "pen": PEN_HALF_WIDTH_M}
 INK_RGBA = np.array([0.02, 0.02, 0.15, 1.0], dtype=np.float32)  # dark blue
 INK_HALF_WIDTH_M = 0.0025
+INK_LIFT_M = 0.0002  # above the sheet, over the guide
+GUIDE_RGBA = np.array([0.50, 0.52, 0.58, 1.0], dtype=np.float32)  # pencil grey: the letter to trace
+GUIDE_HALF_WIDTH_M = 0.0015
+GUIDE_LIFT_M = 0.00008
+FLAT_HALF_HEIGHT_M = 0.00005
 INK_DRAW_STEP_M = 0.004
 
 
@@ -370,29 +375,40 @@ class ArmSim:
             self._is_kinematics_current = True
 
     def _add_ink(self, scene: mujoco.MjvScene) -> None:
-        """Draw the ink as flat boxes on the paper, one per INK_DRAW_STEP_M of stroke.
+        """Draw the letter's guide, then the ink over it, as flat boxes on the paper.
 
         Boxes, not capsules: OSMesa renders a capsule's many triangles slowly (hundreds of
         capsules cost over 100 ms per frame; the decimated boxes cost a few ms).
         """
         if not isinstance(self._monitor, WriteMonitor):
             return
-        z = PAPER_THICKNESS_M + 0.0002
+        guide = self._task.letter_xy
+        if not _add_polyline(scene, guide, PAPER_THICKNESS_M + GUIDE_LIFT_M, GUIDE_HALF_WIDTH_M, GUIDE_RGBA):
+            return
         for stroke in self._monitor.strokes:
             kept = [stroke[0]]
             for point in stroke[1:]:
                 if np.linalg.norm(point - kept[-1]) >= INK_DRAW_STEP_M:
                     kept.append(point)
             kept.append(stroke[-1])
-            for a, b in zip(kept[:-1], kept[1:]):
-                if scene.ngeom >= scene.maxgeom:
-                    logger.warning("ink not fully drawn: the scene holds at most %d geoms", scene.maxgeom)
-                    return
-                length = float(np.linalg.norm(b - a))
-                cos, sin = (b - a) / length if length > 0.0 else (1.0, 0.0)
-                rotation = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
-                half_size = np.array([length / 2 + INK_HALF_WIDTH_M, INK_HALF_WIDTH_M, 0.0001])
-                center = np.array([(a[0] + b[0]) / 2, (a[1] + b[1]) / 2, z])
-                mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_BOX, half_size,
-                                    center, rotation.ravel(), INK_RGBA)
-                scene.ngeom += 1
+            if not _add_polyline(scene, np.asarray(kept), PAPER_THICKNESS_M + INK_LIFT_M, INK_HALF_WIDTH_M,
+                                 INK_RGBA):
+                return
+
+
+def _add_polyline(scene: mujoco.MjvScene, points_xy: np.ndarray, z_m: float, half_width_m: float,
+                  rgba: np.ndarray) -> bool:
+    """One flat box per segment of points_xy (K, 2) at height z_m; False when the scene is full."""
+    for a, b in zip(points_xy[:-1], points_xy[1:]):
+        if scene.ngeom >= scene.maxgeom:
+            logger.warning("ink not fully drawn: the scene holds at most %d geoms", scene.maxgeom)
+            return False
+        length = float(np.linalg.norm(b - a))
+        cos, sin = (b - a) / length if length > 0.0 else (1.0, 0.0)
+        rotation = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+        half_size = np.array([length / 2 + half_width_m, half_width_m, FLAT_HALF_HEIGHT_M])
+        center = np.array([(a[0] + b[0]) / 2, (a[1] + b[1]) / 2, z_m])
+        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_BOX, half_size,
+                            center, rotation.ravel(), rgba)
+        scene.ngeom += 1
+    return True

@@ -5,8 +5,9 @@ Layout ranges (world frame of scene.py, metres; `side` is +1 or -1 with equal pr
          bowl x in [0.36, 0.48], y = -side * [0.04, 0.14]
   write: paper centre x in [0.40, 0.46], y in [-0.04, 0.04] (long side along x);
          pen  x in [0.30, 0.40], y = side * [0.16, 0.22], standing on its tip;
-         letter one of LETTERS, 0.08 m tall and 0.06 m wide, centred within 0.01 m of the
-         paper centre, written to be read from the front camera: its "up" is -x, its "right" +y.
+         letter one of LETTERS, 0.08 m tall and 0.06 m wide, centred on the paper, written to be
+         read from the front camera: its "up" is -x, its "right" +y. The sim draws the letter on
+         the sheet as a faint guide to trace, so where to write can be seen, not only known.
 
 Success:
   pour:  the cup is held with its axis tilted more than POUR_TILT_DEG from vertical while the centre
@@ -100,9 +101,8 @@ def sample_task(task: str, seed: int) -> TaskSpec:
     paper = (rng.uniform(0.40, 0.46), rng.uniform(-0.04, 0.04))
     pen = (rng.uniform(0.30, 0.40), side * rng.uniform(0.16, 0.22))
     letter = LETTERS[int(rng.integers(len(LETTERS)))]
-    center = np.asarray(paper) + rng.uniform(-0.01, 0.01, size=2)
     return TaskSpec(task, int(seed), f"write the letter {letter} on the paper",
-                    {"paper": paper, "pen": pen}, letter, letter_polyline_xy(letter, center))
+                    {"paper": paper, "pen": pen}, letter, letter_polyline_xy(letter, np.asarray(paper)))
 
 
 def resample_polyline(vertices: np.ndarray, spacing_m: float) -> np.ndarray:
