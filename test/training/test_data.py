@@ -167,3 +167,13 @@ def test_no_usable_episode_is_an_error(dataset_copy):
         _data(dataset_copy, episode).write_bytes(b"broken")
     with pytest.raises(RecordingError, match="no usable episode"):
         ChunkDataset([str(dataset_copy)], chunk_size=8)
+
+
+def test_task_filter_keeps_only_episodes_of_the_named_tasks(recorded_dataset):
+    wanted = TASKS[1]
+    dataset = ChunkDataset([str(recorded_dataset)], chunk_size=8, task_filter=(wanted[:10],))
+    assert dataset.tasks == [wanted] and dataset.filtered_out == 3 and not dataset.skipped
+    assert len(dataset) == 3 * FRAMES
+    assert {dataset[i]["instruction"] for i in range(0, len(dataset), FRAMES)} == {wanted}
+    with pytest.raises(RecordingError, match="of other tasks"):
+        ChunkDataset([str(recorded_dataset)], chunk_size=8, task_filter=("no such task",))

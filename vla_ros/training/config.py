@@ -36,6 +36,8 @@ class TrainConfig:
     # ---- data ----
     datasets: tuple[str, ...] = param((), "LeRobot v3 dataset directories (vla_ros recorder output or any "
                                       "LeRobot v3 dataset); every one must share joints, actions and fps")
+    task_filter: tuple[str, ...] = param((), "Train only on episodes whose task instruction contains one of "
+                                         "these strings (e.g. pour); empty: every episode")
     camera_names: tuple[str, ...] = param((), "Cameras to train on, in the policy's order (keys without "
                                           "'observation.images.'); empty: every camera of the first dataset")
     image_height_px: int = param(0, "Frame height the policy is given [px]; 0: the first camera's recorded "

@@ -168,7 +168,8 @@ class ChunkDataset(Dataset):
 
     def __init__(self, roots: Sequence[str], chunk_size: int, *, camera_names: Sequence[str] = (),
                  image_size_px: tuple[int, int] | None = None, action_stride_frames: int = 1,
-                 action_space: str = "joint_position", frame_cache_mb: int = 2048) -> None:
+                 action_space: str = "joint_position", frame_cache_mb: int = 2048,
+                 task_filter: Sequence[str] = ()) -> None:
         if chunk_size < 1 or action_stride_frames < 1:
             raise ConfigError(f"chunk_size={chunk_size}, action_stride_frames={action_stride_frames}: both >= 1")
         sources = [_Source(r) for r in roots]
@@ -182,23 +183,28 @@ class ChunkDataset(Dataset):
         self.tasks: list[str] = []
         self._task_ids: dict[str, int] = {}
         self.skipped: list[SkippedEpisode] = []
+        self.filtered_out = 0  # episodes of other tasks (task_filter): left out on purpose, not skipped
         self.episodes: list[EpisodeRecord] = []
         for source in sources:
             for episode in source.reader.episodes:
+                if task_filter and not any(part in task for task in episode.tasks for part in task_filter):
+                    self.filtered_out += 1
+                    continue
                 try:
                     self.episodes.append(self._load_episode(source, episode))
                 except EpisodeUnusable as err:
                     self._skip(str(source.root), episode.episode_index, str(err))
         if not self.episodes:
-            raise RecordingError(f"no usable episode in {[str(s.root) for s in sources]} "
-                                 f"({len(self.skipped)} skipped)")
+            raise RecordingError(f"no usable episode in {[str(s.root) for s in sources]} ({len(self.skipped)} "
+                                 f"skipped, {self.filtered_out} of other tasks than {list(task_filter)})")
         self._starts = np.cumsum([0] + [e.length for e in self.episodes])
         self._broken: set[int] = set()
         self._cache: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit_bytes = frame_cache_mb << 20
-        log.info("training data: %d frames in %d episodes from %d dataset(s), %d episode(s) skipped",
-                 len(self), len(self.episodes), len(sources), len(self.skipped))
+        log.info("training data: %d frames in %d episodes from %d dataset(s), %d episode(s) skipped, "
+                 "%d of other tasks left out", len(self), len(self.episodes), len(sources), len(self.skipped),
+                 self.filtered_out)
 
     # ---- scanning ----
 

@@ -82,7 +82,8 @@ class Trainer:
                                     image_size_px=(config.image_height_px, config.image_width_px)
                                     if config.image_height_px else None,
                                     action_stride_frames=config.action_stride_frames,
-                                    action_space=config.action_space, frame_cache_mb=config.frame_cache_mb)
+                                    action_space=config.action_space, frame_cache_mb=config.frame_cache_mb,
+                                    task_filter=config.task_filter)
         model_cfg = model_setup.model_config(config, self.dataset.interface)
         self.fingerprint = _fingerprint(self.dataset)
         if trainer_state is not None:  # before building the model: refuse early
