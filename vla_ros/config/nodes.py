@@ -9,6 +9,7 @@ NODE_CONFIGS = {
     "safety_node": ("vla_ros.config.safety", "SafetyConfig"),
     "recorder_node": ("vla_ros.config.recorder", "RecorderConfig"),
     "sim_robot_node": ("vla_ros.config.sim", "SimConfig"),
+    "scripted_teleop_node": ("vla_ros.config.scripted_teleop", "ScriptedTeleopConfig"),
 }
 
 
