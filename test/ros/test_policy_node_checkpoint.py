@@ -22,10 +22,13 @@ def trained_checkpoint(tmp_path_factory):
     return train(tiny_train_config(dataset, root / "run", steps=2, batch_size=4)).final_checkpoint
 
 
-def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint):
+@pytest.mark.parametrize("fast_inference", ["auto", "on"])  # on: the static forward, here without CUDA graphs
+def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint, fast_inference):
     config = PolicyNodeConfig(checkpoint_dir=str(trained_checkpoint), device="cpu", image_height_px=IMAGE_HW[0],
-                              image_width_px=IMAGE_HW[1], observation_wait_s=2.0, replan_period_s=0.05)
-    ros.add(PolicyNode(config=config, context=ros.context))
+                              image_width_px=IMAGE_HW[1], observation_wait_s=2.0, replan_period_s=0.05,
+                              fast_inference=fast_inference)
+    node = ros.add(PolicyNode(config=config, context=ros.context))
+    assert node._policy.fast_inference is (fast_inference == "on")
     client = GoalClient(ros)
     with SensorPublisher(ros.node("sensors")):  # 240x320 frames: the node resizes them to the checkpoint's size
         result = client.result(client.send(instruction="pick up the red cube", max_chunks=2))
@@ -37,3 +40,4 @@ def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint):
         actions = np.asarray(chunk.actions).reshape(8, len(JOINTS))
         assert np.all(np.isfinite(actions))
     assert client.feedback[0].kept_expert_tokens == 32  # tiny expert: 8x8 patches, keep ratio 0.5
+    assert node._policy.fast_inference is (fast_inference == "on")  # the static forward built and served

@@ -17,6 +17,11 @@ class PolicyNodeConfig:
             "Empty: the trained default shipped in the package's models/ folder.")
     device: str = param("auto", "Where the policy runs; auto picks cuda when available.",
                         choices=("auto", "cpu", "cuda"))
+    fast_inference: str = param(
+        "auto", "Serve the model through its static forward (fixed shapes, preallocated buffers, one CUDA "
+                "graph per input shape on CUDA; falls back to eager, logged, if building it fails). "
+                "auto: on for cuda, off for cpu; on; off: always the eager forward.",
+        choices=("auto", "on", "off"))
     joint_names: tuple[str, ...] = param(DEFAULT_JOINTS, "Robot joints in the policy's state order; "
                                          "matched by name in /joint_states.")
     camera_topics: tuple[str, ...] = param(("/camera/image_raw",), "One topic per policy camera, in the "

@@ -64,7 +64,8 @@ def load_policy(cfg: PolicyNodeConfig) -> Policy:
     from vla_ros.model.policy import DeepVisionPolicy  # torch is imported only when a model is needed
 
     path = cfg.checkpoint_dir or str(default_checkpoint_dir())
-    return DeepVisionPolicy.from_checkpoint(path, device=cfg.device)
+    fast = {"auto": None, "on": True, "off": False}[cfg.fast_inference]
+    return DeepVisionPolicy.from_checkpoint(path, device=cfg.device, fast_inference=fast)
 
 
 class _GoalRun:
