@@ -24,6 +24,10 @@ QUEUED_TASK_WAIT_S = 0.01  # longest the spin thread waits for a worker to start
 class MultiThreadedExecutor(_RclpyMultiThreadedExecutor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        pool = getattr(self, "_executor", None)
+        if not (isinstance(getattr(self, "_futures", None), list) and hasattr(pool, "submit")):
+            raise RuntimeError("vla_ros.ros.executor relies on rclpy's MultiThreadedExecutor internals (_futures, "
+                               "_executor), which this rclpy lacks; use rclpy.executors.MultiThreadedExecutor")
         self._started: dict[Any, threading.Event] = {}  # task -> set once a worker began its last submission
         self._started_lock = threading.Lock()
 
