@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import gc
 import json
-import math
 import platform
 import statistics
 import subprocess
@@ -35,7 +34,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 import torch
 import transformers
@@ -43,6 +41,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
+from bench.bench_model import observation, summary  # noqa: E402  (one percentile rule for every bench)
 from vla_ros.model import onnx_export  # noqa: E402
 from vla_ros.model.checkpoint import LoadedCheckpoint, placeholder_norm_stats  # noqa: E402
 from vla_ros.model.configuration import DeepVisionConfig  # noqa: E402
@@ -50,7 +49,6 @@ from vla_ros.model.fast_inference import StaticInference  # noqa: E402
 from vla_ros.model.modeling_deepvision import STAGES, DeepVisionVLA  # noqa: E402
 from vla_ros.model.policy import DeepVisionPolicy  # noqa: E402
 from vla_ros.model.processing import DeepVisionProcessor, ModelInputs, build_byte_tokenizer  # noqa: E402
-from vla_ros.types import Observation  # noqa: E402
 
 INSTRUCTION = "pick up the red cube"  # 20 bytes: bucket 32 with the byte tokenizer, as a short Qwen prompt
 KEEP_RATIO = 0.5  # DV §4.1
@@ -86,17 +84,6 @@ def measure(call: Callable[[], object], device: torch.device, iters: int, warmup
             events_ms.append(start.elapsed_time(end))
         wall_ms.append((time.perf_counter() - begin_s) * 1e3)
     return {"latency_ms": events_ms or wall_ms, "wall_ms": wall_ms}
-
-
-def summary(times_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(times_ms)
-
-    def pct(q: float) -> float:  # nearest rank
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-    p50 = statistics.median(ordered)
-    return {"p50_ms": p50, "p90_ms": pct(0.9), "p99_ms": pct(0.99), "mean_ms": statistics.fmean(ordered),
-            "min_ms": ordered[0], "max_ms": ordered[-1], "p99_over_p50": pct(0.99) / p50 if p50 > 0 else None,
-            "n": len(ordered)}
 
 
 class CudaStageTimer:
@@ -154,7 +141,7 @@ class Setup:
             self.baseline = DeepVisionVLA(self.baseline_config, vlm=self.model.vlm).to(self.dtype).eval()
         self.processor = self._processor(self.config)
         self.baseline_processor = self._processor(self.baseline_config)
-        self.observation = observation(self.config)
+        self.observation = observation(self.config, instruction=INSTRUCTION)
         self.inputs = self._inputs(self.processor)
         self.baseline_inputs = self._inputs(self.baseline_processor)
         with torch.inference_mode():
@@ -194,13 +181,6 @@ class Setup:
                                   fast_inference=fast_inference)
         policy.set_keep_ratio(KEEP_RATIO)
         return policy
-
-
-def observation(config: DeepVisionConfig) -> Observation:
-    rng = np.random.default_rng(0)
-    robot = config.robot
-    images = tuple(rng.integers(0, 256, (*robot.camera_image_size_px, 3), dtype=np.uint8) for _ in robot.camera_names)
-    return Observation(images=images, state=rng.normal(size=robot.state_dim), instruction=INSTRUCTION, stamp_ns=0)
 
 
 def chunk_error(actions: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
@@ -393,7 +373,7 @@ class Bench:
             tiny = DeepVisionConfig.tiny()
             model = DeepVisionVLA(tiny).eval()
             processor = Setup._processor(tiny)
-            inputs = processor.observations_to_inputs([observation(tiny)], "cpu")
+            inputs = processor.observations_to_inputs([observation(tiny, instruction=INSTRUCTION)], "cpu")
             dtype, device = torch.float32, torch.device("cpu")
         iters = max(5, self.args.iters // 4)
         with tempfile.TemporaryDirectory() as tmp:

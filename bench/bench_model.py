@@ -37,11 +37,11 @@ INSTRUCTION = "pick up the red cube and place it in the bowl"
 KEEP_RATIOS = (0.25, 0.5, 1.0)
 
 
-def observation(config: DeepVisionConfig, seed: int = 0) -> Observation:
+def observation(config: DeepVisionConfig, seed: int = 0, instruction: str = INSTRUCTION) -> Observation:
     rng = np.random.default_rng(seed)
     robot = config.robot
     images = tuple(rng.integers(0, 256, (*robot.camera_image_size_px, 3), dtype=np.uint8) for _ in robot.camera_names)
-    return Observation(images=images, state=rng.normal(size=robot.state_dim), instruction=INSTRUCTION, stamp_ns=0)
+    return Observation(images=images, state=rng.normal(size=robot.state_dim), instruction=instruction, stamp_ns=0)
 
 
 def time_calls(call: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None], label: str
@@ -62,8 +62,10 @@ def summary(times_ms: list[float]) -> dict[str, float]:
     ordered = sorted(times_ms)
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-    return {"p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "mean_ms": statistics.fmean(ordered),
-            "min_ms": ordered[0], "n": len(ordered)}
+    p50 = pct(0.5)
+    return {"p50_ms": p50, "p90_ms": pct(0.9), "p99_ms": pct(0.99), "mean_ms": statistics.fmean(ordered),
+            "min_ms": ordered[0], "max_ms": ordered[-1], "p99_over_p50": pct(0.99) / p50 if p50 > 0 else None,
+            "n": len(ordered)}
 
 
 def bench_policy(name: str, policy: DeepVisionPolicy, args: argparse.Namespace, sync: Callable[[], None]
