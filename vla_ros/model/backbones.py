@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (AutoTokenizer, DINOv3ViTConfig, DINOv3ViTModel, PreTrainedTokenizerBase, Qwen3VLConfig,
                           Qwen3VLModel)
-from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, apply_rotary_pos_emb_vision
+from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, apply_rotary_pos_emb_vision, repeat_kv
 from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
 
 from vla_ros.errors import CheckpointError
@@ -195,11 +195,7 @@ def repeat_kv_heads(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
     SDPA's enable_gqa together with a mask sends CUDA to the math kernel; repeated heads keep the
     memory-efficient kernel eligible (same numbers: the math path repeats the heads the same way).
     """
-    groups = num_q_heads // x.shape[1]
-    if groups == 1:
-        return x
-    batch, heads, length, dim = x.shape
-    return x[:, :, None].expand(batch, heads, groups, length, dim).reshape(batch, heads * groups, length, dim)
+    return repeat_kv(x, num_q_heads // x.shape[1])
 
 
 # ---- Qwen3-VL vision tower with static shapes ----
