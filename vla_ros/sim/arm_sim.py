@@ -401,7 +401,7 @@ def _add_polyline(scene: mujoco.MjvScene, points_xy: np.ndarray, z_m: float, hal
     """One flat box per segment of points_xy (K, 2) at height z_m; False when the scene is full."""
     for a, b in zip(points_xy[:-1], points_xy[1:]):
         if scene.ngeom >= scene.maxgeom:
-            logger.warning("ink not fully drawn: the scene holds at most %d geoms", scene.maxgeom)
+            logger.warning("guide or ink not fully drawn: the scene holds at most %d geoms", scene.maxgeom)
             return False
         length = float(np.linalg.norm(b - a))
         cos, sin = (b - a) / length if length > 0.0 else (1.0, 0.0)
