@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from test.model.tiny import make_inputs, make_model, make_processor
+from test.model.tiny import make_inputs, make_model, make_observation, make_processor
 from vla_ros.errors import ObservationError
 from vla_ros.model.checkpoint import create_random_checkpoint
 from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
 from vla_ros.model.fast_inference import StaticInference, input_signature
 from vla_ros.model.policy import DeepVisionPolicy
-from vla_ros.types import Observation
 
 CONFIGS = {"deepvision": DeepVisionConfig.tiny(), "baseline": DeepVisionConfig.tiny(baseline=True),
            "proprio_two_cameras": DeepVisionConfig.tiny(robot=RobotConfig(use_proprio=True,
@@ -57,19 +56,13 @@ def test_inputs_of_another_shape_are_refused(tiny_model, tiny_processor):
     assert input_signature(one) != static.signature
 
 
-def _observation(instruction: str, seed: int = 0) -> Observation:
-    rng = np.random.default_rng(seed)
-    return Observation(images=(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),), state=rng.normal(size=7),
-                       instruction=instruction, stamp_ns=1)
-
-
 def test_policy_fast_path_equals_eager_and_keeps_one_instance_per_shape(tmp_path):
     path = create_random_checkpoint(tmp_path / "ckpt", DeepVisionConfig.tiny())
     eager = DeepVisionPolicy.from_checkpoint(path, "cpu")
     fast = DeepVisionPolicy.from_checkpoint(path, "cpu", fast_inference=True)
     assert not eager.fast_inference and fast.fast_inference  # CPU default is eager
-    observations = [_observation("pick up the cube", 0), _observation("open the drawer", 1),
-                    _observation("put the red block into the box on the left", 2)]  # 42 bytes: next bucket
+    observations = [make_observation("pick up the cube", 0), make_observation("open the drawer", 1),
+                    make_observation("put the red block into the box on the left", 2)]  # 42 bytes: next bucket
     for obs in observations:
         np.testing.assert_array_equal(fast.predict(obs).actions, eager.predict(obs).actions)
     assert len(fast._static) == 2  # two instruction buckets

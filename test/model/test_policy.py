@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from test.model.tiny import make_observation
 from vla_ros.errors import ConfigError, ObservationError
 from vla_ros.model.checkpoint import create_random_checkpoint
 from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
 from vla_ros.model.normalization import FeatureStats, NormStats
 from vla_ros.model.policy import DeepVisionPolicy
-from vla_ros.types import Observation, Policy, PolicyOutput
-
-
-def _observation(instruction: str = "pick up the cube", seed: int = 0) -> Observation:
-    rng = np.random.default_rng(seed)
-    return Observation(images=(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),), state=rng.normal(size=7),
-                       instruction=instruction, stamp_ns=123)
+from vla_ros.types import Policy, PolicyOutput
 
 
 @pytest.fixture
@@ -39,19 +34,19 @@ def test_is_a_policy_with_the_checkpoint_spec(policy):
 
 
 def test_predict_returns_a_physical_chunk(policy):
-    out = policy.predict(_observation())
+    out = policy.predict(make_observation())
     assert isinstance(out, PolicyOutput)
     assert out.actions.shape == (16, 7) and out.actions.dtype == np.float64
     assert out.kept_expert_tokens == 32  # half of the 8x8 expert patches
     assert out.info["inference_s"] > 0
-    inputs = policy.processor.observations_to_inputs([_observation()], "cpu")
+    inputs = policy.processor.observations_to_inputs([make_observation()], "cpu")
     with torch.no_grad():
         normalised = policy.model(inputs).actions[0].double().numpy()
     np.testing.assert_allclose(out.actions, (normalised + 1.0) / 2.0 * 20.0 + 10.0, rtol=1e-6)
 
 
 def test_batched_call_matches_single_calls(policy):
-    observations = [_observation("pick up the cube", 0), _observation("open the drawer", 1)]
+    observations = [make_observation("pick up the cube", 0), make_observation("open the drawer", 1)]
     batched = policy.predict_batch(observations)
     for obs, out in zip(observations, batched):
         np.testing.assert_allclose(out.actions, policy.predict(obs).actions, atol=1e-5)
@@ -59,16 +54,16 @@ def test_batched_call_matches_single_calls(policy):
 
 def test_keep_ratio_changes_from_the_next_call(policy):
     policy.set_keep_ratio(0.25)
-    assert policy.predict(_observation()).kept_expert_tokens == 16
+    assert policy.predict(make_observation()).kept_expert_tokens == 16
     with pytest.raises(ConfigError, match="keep_ratio"):
         policy.set_keep_ratio(1.5)
     assert policy.keep_ratio == 0.25
 
 
 @pytest.mark.parametrize("obs, message", [
-    (dataclasses.replace(_observation(), instruction=""), "instruction is empty"),
-    (dataclasses.replace(_observation(), state=np.full(7, np.nan)), "not finite"),
-    (dataclasses.replace(_observation(), images=(np.zeros((240, 320, 3), np.int16),)), "int16"),
+    (dataclasses.replace(make_observation(), instruction=""), "instruction is empty"),
+    (dataclasses.replace(make_observation(), state=np.full(7, np.nan)), "not finite"),
+    (dataclasses.replace(make_observation(), images=(np.zeros((240, 320, 3), np.int16),)), "int16"),
 ])
 def test_bad_observations_raise_value_errors(policy, obs, message):
     with pytest.raises(ObservationError, match=message):
@@ -80,7 +75,7 @@ def test_baseline_and_joint_delta(tmp_path):
     path = create_random_checkpoint(tmp_path / "base", DeepVisionConfig.tiny(baseline=True, robot=robot))
     policy = DeepVisionPolicy.from_checkpoint(path, "auto")
     assert policy.spec.action_space == "joint_delta"
-    out = policy.predict(_observation())
+    out = policy.predict(make_observation())
     assert out.kept_expert_tokens == 0 and out.actions.shape == (16, 7)
     policy.set_keep_ratio(0.3)  # accepted, no effect without an expert
 

@@ -9,6 +9,7 @@ from vla_ros.model.configuration import DeepVisionConfig
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
 from vla_ros.model.normalization import NormStats
 from vla_ros.model.processing import DeepVisionProcessor, ModelInputs, build_byte_tokenizer
+from vla_ros.types import Observation
 
 INSTRUCTIONS = ("pick up the red cube", "open the top drawer slowly")
 
@@ -36,3 +37,10 @@ def make_inputs(processor: DeepVisionProcessor, batch: int = 2, seed: int = 0) -
     config = processor.config
     states = torch.randn(batch, config.robot.state_dim, generator=torch.Generator().manual_seed(seed))
     return processor(make_frames(config, batch, seed), list(INSTRUCTIONS[:batch]), states)
+
+
+def make_observation(instruction: str = "pick up the cube", seed: int = 0) -> Observation:
+    """One 240x320 camera frame and a 7-joint state, as the shipped tiny config expects."""
+    rng = np.random.default_rng(seed)
+    return Observation(images=(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),), state=rng.normal(size=7),
+                       instruction=instruction, stamp_ns=123)
