@@ -3,7 +3,7 @@
 # itself on import, which would confuse subprocesses and test runners.
 _vla_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _vla_venv="$_vla_root/.venv"
-_vla_site="$_vla_venv/lib/python3.11/site-packages"
+for _vla_site in "$_vla_venv"/lib/python3*/site-packages; do :; done  # the venv's one Python (3.11 or 3.12)
 _vla_libs="$_vla_venv/lib"
 for _d in "$_vla_site"/ros_*.libs; do [ -d "$_d" ] && _vla_libs="$_vla_libs:$_d"; done
 _vla_libs="$_vla_root/install/vla_ros_interfaces/lib:$_vla_libs"

@@ -1,48 +1,135 @@
 #!/usr/bin/env bash
 # Idempotent setup: .venv with ROS 2 (PyPI wheels), torch and the rest, then colcon builds
 # vla_ros_interfaces and vla_ros into install/. A second run with nothing changed takes seconds.
+#
+#   VLA_ROS_PYTHON=python3.12   the interpreter (CPython 3.11 or 3.12); default: the venv's own,
+#                               else python3.12, else python3.11 from PATH
+#   VLA_ROS_TORCH=...           unset: torch from requirements.txt; "system": the interpreter's own
+#                               torch (venv with --system-site-packages); "none": no torch (the nodes
+#                               but policy_node run); anything else: a pip argument (a wheel file)
+#   VLA_ROS_WHEELS=DIR          offline: install only the wheels in DIR (see docs/gpu_python312.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
-PYTHON="${VLA_ROS_PYTHON:-python3.11}"
+SUPPORTED="3.11 3.12"  # the CPython versions the ROS 2 Kilted wheels on PyPI are built for
+TORCH="${VLA_ROS_TORCH:-}"
 
 log() { printf '[setup] %s\n' "$*"; }
 trap 'echo "[setup] failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-if ! command -v "$PYTHON" >/dev/null; then
-  echo "[setup] $PYTHON not found: the ROS 2 Kilted wheels need CPython 3.11 (set VLA_ROS_PYTHON)" >&2
+# "X.Y" of an interpreter that actually runs (a pyenv shim of an inactive version does not).
+py_version() { _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+
+# 0. The interpreter: VLA_ROS_PYTHON, else the one the venv was made with, else the newest supported.
+venv_version="$(py_version "$VENV/bin/python" || true)"
+if [ -n "${VLA_ROS_PYTHON:-}" ]; then
+  candidates=("$VLA_ROS_PYTHON")
+elif [ -n "$venv_version" ]; then
+  candidates=("$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$VENV/bin/python" -c 'import sys; print(sys._base_executable)')")
+else
+  candidates=(python3.12 python3.11)
+fi
+PYTHON="" PY_VERSION=""
+for cand in "${candidates[@]}"; do
+  version="$(py_version "$cand" || true)"
+  if [ -n "$version" ] && [[ " $SUPPORTED " == *" $version "* ]]; then
+    PYTHON="$(command -v "$cand")" PY_VERSION="$version"
+    break
+  fi
+  if [ -n "${VLA_ROS_PYTHON:-}" ]; then
+    echo "[setup] VLA_ROS_PYTHON=$VLA_ROS_PYTHON is ${version:+CPython $version, }not a working CPython" \
+         "${SUPPORTED// / or }: the ROS 2 Kilted wheels exist for those only" >&2
+    exit 1
+  fi
+done
+if [ -z "$PYTHON" ]; then
+  echo "[setup] no CPython ${SUPPORTED// / or } found (tried ${candidates[*]}): the ROS 2 Kilted wheels" \
+       "exist for those only; install one (Ubuntu 24.04's python3.12 with python3.12-venv works)" \
+       "or point VLA_ROS_PYTHON at one" >&2
   exit 1
 fi
+case "$TORCH" in
+  "") torch_mode=requirements ;;
+  system|none) torch_mode="$TORCH" ;;
+  *) torch_mode="pip:$TORCH" ;;
+esac
 
-# 1. The venv and its packages, reinstalled only when requirements.txt changes.
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+# 1. The venv records its Python and torch source (.venv/.vla_ros_env); another one gets a clean
+#    rebuild: venv, build/ and install/ (the colcon-built interfaces are compiled for one Python).
+#    A venv from before the record is taken as CPython <its version> with torch from requirements.
+want="python=$PY_VERSION
+torch=$torch_mode"
+have="$(grep -E '^(python|torch)=' "$VENV/.vla_ros_env" 2>/dev/null \
+        || { [ -z "$venv_version" ] || printf 'python=%s\ntorch=requirements' "$venv_version"; })"
+if [ -e "$VENV" ] && [ "$have" != "$want" ]; then
+  log "switching to CPython $PY_VERSION ($PYTHON, torch: $torch_mode): removing .venv, build/ and install/"
+  rm -rf "$VENV" "$ROOT/build" "$ROOT/install"
 fi
-req_hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
-if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
-  log "installing requirements (about a minute)"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with CPython $PY_VERSION ($PYTHON)"
+  if [ "$torch_mode" = system ]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+printf '%s\ninterpreter=%s\n' "$want" "$PYTHON" > "$VENV/.vla_ros_env"
+vpy() { _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$VENV/bin/python" "$@"; }
+
+# 2. Packages, reinstalled only when requirements.txt (or the offline wheel set) changes.
+#    torch comes from requirements.txt unless VLA_ROS_TORCH says otherwise.
+pip_install() {
   # The bootstrapper wheel re-executes python to set LD_LIBRARY_PATH; pip does not need it.
   # (grep drops the noise of pip.conf entries that point at absent local indexes)
-  _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+  vpy -m pip install -q --disable-pip-version-check "$@" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+if [ -n "${VLA_ROS_WHEELS:-}" ]; then
+  wheels=("$(cd "$VLA_ROS_WHEELS" && pwd)"/*.whl)
+  req_hash="$( { echo "$torch_mode"; sha256sum "${wheels[@]}"; } | sha256sum | cut -d' ' -f1)"
+else
+  req_hash="$( { echo "$torch_mode"; cat requirements.txt; } | sha256sum | cut -d' ' -f1)"
+fi
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
+  if [ -n "${VLA_ROS_WHEELS:-}" ]; then
+    log "installing the ${#wheels[@]} wheels of $VLA_ROS_WHEELS (offline)"
+    pip_install --no-index --no-deps "${wheels[@]}"
+  else
+    log "installing requirements (about a minute)"
+    grep -v -E '^torch([<>=!~ ;[]|$)' requirements.txt > "$VENV/requirements-no-torch.txt"
+    case "$torch_mode" in
+      requirements) pip_install -r requirements.txt ;;
+      system|none) pip_install -r "$VENV/requirements-no-torch.txt" ;;
+      pip:*) pip_install -r "$VENV/requirements-no-torch.txt" "$TORCH" ;;
+    esac
+  fi
   echo "$req_hash" > "$VENV/.requirements.sha256"
 fi
-
-# 2. The message wheels' CMake exports name the wheel builder's include paths
-#    (/opt/python/cp311-cp311/...). Point them at this venv's Python and numpy headers,
-#    editing the venv's own files so no root is needed.
-py_include="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-np_include="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')"
-mapfile -t stale < <(grep -rl --include='*.cmake' '/opt/python/cp311-cp311/' "$VENV" 2>/dev/null || true)
-if [ "${#stale[@]}" -gt 0 ]; then
-  log "repointing ${#stale[@]} CMake export files at $py_include and $np_include"
-  sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_include}#g" \
-         -e "s#/opt/python/cp311-cp311/include/python3.11#${py_include}#g" "${stale[@]}"
+if [ "$torch_mode" != none ]; then
+  torch_version="$(vpy -c 'import torch; print(torch.__version__)' 2>/dev/null)" || {
+    echo "[setup] torch does not import in $VENV (VLA_ROS_TORCH=${TORCH:-unset})" >&2; exit 1; }
+  log "CPython $PY_VERSION, torch $torch_version"
+else
+  log "CPython $PY_VERSION, no torch (VLA_ROS_TORCH=none): policy_node and training cannot run here"
 fi
 
-# 3. MuJoCo renders headless through OSMesa (Debian package libosmesa6).
+# 3. The message wheels' CMake exports name the wheel builder's include paths
+#    (/opt/python/cpXY-cpXY/include/pythonX.Y and its numpy's headers). Point them at this
+#    venv's Python and numpy headers, editing the venv's own files so no root is needed.
+py_include="$(vpy -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+np_include="$(vpy -c 'import numpy; print(numpy.get_include())')"
+builder='/opt/python/cp3[0-9]+-cp3[0-9]+t?'
+mapfile -t stale < <(grep -rlE --include='*.cmake' "$builder/" "$VENV" 2>/dev/null || true)
+if [ "${#stale[@]}" -gt 0 ]; then
+  log "repointing ${#stale[@]} CMake export files at $py_include and $np_include"
+  sed -i -E -e "s#$builder/lib/python3\.[0-9]+t?/site-packages/numpy/_core/include#${np_include}#g" \
+            -e "s#$builder/include/python3\.[0-9]+t?#${py_include}#g" "${stale[@]}"
+  left="$(grep -rhoE --include='*.cmake' "$builder/[^;\"]*" "$VENV" 2>/dev/null | sort -u | head -5 || true)"
+  [ -z "$left" ] || log "WARNING: CMake exports still name paths this script does not know: $left"
+fi
+
+# 4. MuJoCo renders headless through OSMesa (Debian package libosmesa6).
 if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing libosmesa6 for headless MuJoCo rendering"
@@ -52,10 +139,16 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
   fi
 fi
 
-# 4. colcon builds both packages (colcon does not look inside a package folder, so name both).
-build_hash="$({ find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null || true; } \
-  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+# 5. colcon builds both packages (colcon does not look inside a package folder, so name both).
+#    The Python version is part of the hash: the interfaces' extension modules are built for it.
+build_hash="$({ echo "python=$PY_VERSION"; { find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null || true; } \
+  | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat install/.build.sha256 2>/dev/null)" != "$build_hash" ]; then
+  if ! [ -x "$VENV/bin/colcon" ]; then
+    echo "[setup] install/ is not built for CPython $PY_VERSION and this venv has no colcon" \
+         "(offline wheels are runtime only: build install/ on a machine with the full requirements)" >&2
+    exit 1
+  fi
   log "building vla_ros_interfaces and vla_ros with colcon"
   mkdir -p build
   (
