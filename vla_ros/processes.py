@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,9 +11,28 @@ import time
 from pathlib import Path
 
 
+POLICY_ENV_VAR = "VLA_ROS_POLICY_ENV"
+
+
+def node_command(node: str, env: dict[str, str]) -> list[str]:
+    """The interpreter that runs `node`: this one, or for policy_node the one of another set-up checkout.
+
+    VLA_ROS_POLICY_ENV=DIR runs policy_node with DIR/scripts/env.sh sourced: its venv's Python and torch.
+    CI's Python 3.12 run uses it where no CPU build of torch exists for that Python (README, "Python versions").
+    """
+    other = env.get(POLICY_ENV_VAR, "") if node == "policy_node" else ""
+    if not other:
+        return [sys.executable]
+    env_sh = Path(other).resolve() / "scripts" / "env.sh"
+    if not env_sh.is_file():
+        raise FileNotFoundError(f"{POLICY_ENV_VAR}={other}: no {env_sh}")
+    return ["bash", "-c", 'source "$0" && exec python "$@"', str(env_sh)]
+
+
 class NodeProcesses:
     """`python -m vla_ros.ros.<node>` children, each in its own process group, logs to files.
 
+    Each log starts with the command line, so a log says which interpreter ran the node.
     Use as a context manager: on exit every child gets SIGINT (clean shutdown: the recorder
     finalises its episode), then SIGTERM, then SIGKILL, and is waited for.
     """
@@ -24,13 +44,15 @@ class NodeProcesses:
         self.children: dict[str, subprocess.Popen] = {}
 
     def start(self, node: str, params_file: Path | None = None, params: dict | None = None) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", f"vla_ros.ros.{node}", "--ros-args"]
+        cmd = [*node_command(node, self.env), "-m", f"vla_ros.ros.{node}", "--ros-args"]
         if params_file is not None:
             cmd += ["--params-file", str(params_file)]
         for name, value in (params or {}).items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             cmd += ["-p", f"{name}:={text}"]
         log = open(self.log_dir / f"{node}.log", "w")
+        log.write(f"# {shlex.join(cmd)}\n")
+        log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True)
         log.close()
