@@ -88,6 +88,8 @@ pip_install() {
 if [ -n "${VLA_ROS_WHEELS:-}" ]; then
   wheels=("$(cd "$VLA_ROS_WHEELS" && pwd)"/*.whl)
   req_hash="$( { echo "$torch_mode"; sha256sum "${wheels[@]}"; } | sha256sum | cut -d' ' -f1)"
+elif [ "$torch_mode" = requirements ]; then
+  req_hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
 else
   req_hash="$( { echo "$torch_mode"; cat requirements.txt; } | sha256sum | cut -d' ' -f1)"
 fi
