@@ -4,7 +4,8 @@
 #
 #   VLA_ROS_PYTHON=python3.12   the interpreter (CPython 3.11 or 3.12); default: the venv's own,
 #                               else python3.12, else python3.11 from PATH
-#   VLA_ROS_TORCH=...           unset: torch from requirements.txt; "system": the interpreter's own
+#   VLA_ROS_TORCH=...           unset: as the venv was made, a new one takes torch from
+#                               requirements.txt; "system": the interpreter's own
 #                               torch (venv with --system-site-packages); "none": no torch (the nodes
 #                               but policy_node run); anything else: a pip argument (a wheel file)
 #   VLA_ROS_WHEELS=DIR          offline: install only the wheels in DIR (see docs/gpu_python312.md)
@@ -49,8 +50,9 @@ if [ -z "$PYTHON" ]; then
        "or point VLA_ROS_PYTHON at one" >&2
   exit 1
 fi
+recorded_torch="$(sed -n 's/^torch=//p' "$VENV/.vla_ros_env" 2>/dev/null || true)"
 case "$TORCH" in
-  "") torch_mode=requirements ;;
+  "") torch_mode="${recorded_torch:-requirements}" ;;  # unset: keep the venv's choice
   system|none) torch_mode="$TORCH" ;;
   *) torch_mode="pip:$TORCH" ;;
 esac
@@ -101,7 +103,10 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
     log "installing requirements (about a minute)"
     grep -v -E '^torch([<>=!~ ;[]|$)' requirements.txt > "$VENV/requirements-no-torch.txt"
     case "$torch_mode" in
-      requirements) pip_install -r requirements.txt ;;
+      requirements)
+        [ "$PY_VERSION" = 3.11 ] || log "NOTE: PyPI's torch for CPython $PY_VERSION is the CUDA build with its nvidia-*" \
+          "wheels (about 2.7 GB); VLA_ROS_TORCH=system (an installed torch) or a CPU wheel avoids that"
+        pip_install -r requirements.txt ;;
       system|none) pip_install -r "$VENV/requirements-no-torch.txt" ;;
       pip:*) pip_install -r "$VENV/requirements-no-torch.txt" "$TORCH" ;;
     esac
