@@ -25,7 +25,7 @@ class Rig:
         self.ctl = SafetyController(self.cfg)
         self.now_ns = 1_000 * MS
         self.measured = HOME.copy()
-        self.ctl.update_joint_state(self.measured, self.now_ns)
+        self.ctl.update_joint_state(self.measured, self.now_ns, received_ns=self.now_ns)
 
     def chunk(self, rows: np.ndarray, *, age_s: float = 0.0, dt_s: float = 0.1, chunk_id: int = 1,
               space: str = "joint_position", names: tuple[str, ...] = JOINTS):
@@ -36,7 +36,7 @@ class Rig:
     def tick(self, *, joint_state: bool = True, follow: bool = True) -> TickResult:
         self.now_ns += 20 * MS
         if joint_state:
-            self.ctl.update_joint_state(self.measured, self.now_ns)
+            self.ctl.update_joint_state(self.measured, self.now_ns, received_ns=self.now_ns)
         result = self.ctl.tick(self.now_ns)
         if follow and result.command is not None:
             self.measured = result.command.copy()
@@ -142,7 +142,7 @@ def test_gripper_is_exempt_from_the_startup_gate() -> None:
 def test_start_outside_limits_is_refused() -> None:
     rig = Rig()
     rig.measured[2] = 2.6  # beyond position_max 2.5
-    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns, received_ns=rig.now_ns)
     rig.chunk(_steady())
     assert rig.tick().command is None
     assert rig.ctl.status().rejected_chunks == {ChunkRejection.START_OUTSIDE_LIMITS: 1}
@@ -171,7 +171,7 @@ def test_targets_beyond_the_position_limits_are_clipped_and_counted() -> None:
     rows[:, 5] = 2.79  # near position_max 2.8 ... then beyond
     rows[3:, 5] = 50.0
     rig.measured[5] = 2.79
-    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns, received_ns=rig.now_ns)
     assert rig.chunk(rows).accepted
     results = [rig.tick() for _ in range(20)]
     assert all(r.state is WatchdogState.RUNNING for r in results)
@@ -231,15 +231,15 @@ def test_stale_and_invalid_joint_states_hold() -> None:
     assert results[-1].hold_reason is HoldReason.JOINT_STATE_STALE
     assert "joint_state_timeout_s is 0.2" in rig.ctl.status().last_reason
     rig = _running_rig(**{"watchdog.chunk_timeout_s": 10.0})
-    rig.ctl.update_joint_state(np.full(7, np.nan), rig.now_ns + 1)
+    rig.ctl.update_joint_state(np.full(7, np.nan), rig.now_ns + 1, received_ns=rig.now_ns)
     result = rig.tick(joint_state=False)
     assert result.hold_reason is HoldReason.JOINT_STATE_INVALID and result.state is WatchdogState.HOLD
     assert "expected 7 finite positions" in rig.ctl.status().last_reason
-    rig.ctl.update_joint_state(np.zeros(3), rig.now_ns + 1)  # wrong size: also a hold, no crash
+    rig.ctl.update_joint_state(np.zeros(3), rig.now_ns + 1, received_ns=rig.now_ns)  # wrong size: also a hold, no crash
     assert rig.tick(joint_state=False).hold_reason is HoldReason.JOINT_STATE_INVALID
-    rig.ctl.update_joint_state(rig.measured, rig.now_ns)  # valid again: the watchdog lets go
-    assert rig.tick(joint_state=False).hold_reason is HoldReason.NONE
-    rig.ctl.refuse_joint_state(rig.now_ns, "joint state is missing joint(s) ['gripper']")
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns, received_ns=rig.now_ns)  # valid again: the watchdog lets go
+    assert rig.tick(joint_state=False).hold_reason is HoldReason.NO_PLAN  # but the pre-hold plan is gone
+    rig.ctl.refuse_joint_state(rig.now_ns, "joint state is missing joint(s) ['gripper']", received_ns=rig.now_ns)
     assert rig.tick(joint_state=False).hold_reason is HoldReason.JOINT_STATE_INVALID
     assert rig.ctl.status().last_reason.endswith("missing joint(s) ['gripper']")
 
@@ -295,7 +295,7 @@ def test_joint_delta_is_relative_to_the_state_nearest_the_stamp_and_gripper_abso
     observed = HOME.copy()
     rig.now_ns += 100 * MS
     rig.measured = HOME + 0.05  # the arm moved after the observation
-    rig.ctl.update_joint_state(rig.measured, rig.now_ns)
+    rig.ctl.update_joint_state(rig.measured, rig.now_ns, received_ns=rig.now_ns)
     delta = np.tile(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7]), (10, 1))
     assert rig.chunk(delta, space="joint_delta", age_s=0.1).accepted
     command = rig.tick().command
@@ -322,7 +322,9 @@ def test_preview_matches_the_following_ticks() -> None:
 def test_live_blend_change_and_static_change_refused() -> None:
     rig = _running_rig()
     rig.ctl.update_config(apply_changes(rig.cfg, {"blend.mode": "crossfade"}))
-    assert rig.ctl.status().blend_mode == "crossfade" and rig.tick().state is WatchdogState.RUNNING
+    result = rig.tick()  # a stop: the plan is dropped, the arm decelerates
+    assert rig.ctl.status().blend_mode == "crossfade" and result.hold_reason is HoldReason.NO_PLAN
+    assert "parameter change (blend)" in rig.ctl.status().last_reason
     with pytest.raises(ConfigError, match="restart required"):
         rig.ctl.update_config(apply_changes(rig.cfg, {"joint_names": list(JOINTS[::-1])}, allow_static=True))
 
