@@ -210,6 +210,8 @@ def test_leaving_a_hold_at_rest_starts_from_where_the_robot_is_now() -> None:
     run = held[-1].run_id
     rig.measured = rig.measured + np.array([0.3, 0, 0, 0, 0, 0, 0])  # moved by hand while held
     assert rig.chunk(np.tile(rig.measured, (10, 1)), chunk_id=2).accepted
+    waiting = rig.tick(follow=False)  # the measurement moved: wait until it shows the arm at rest
+    assert waiting.command is None and waiting.hold_reason is HoldReason.STOPPING
     resumed = rig.tick(follow=False)
     assert resumed.run_id == run + 1
     # The first command is one limited step from the measured position, not back at the held one 0.3 rad away.

@@ -67,11 +67,18 @@ class StreamChecker:
             lim = self.limits
             assert np.all(measured >= lim.position_min_rad) and np.all(measured <= lim.position_max_rad), \
                 f"a run started outside the limits at {measured}"
-            assert result.elapsed_s == result.period_s
-            self.run_id, self.last, self.lead_s = result.run_id, measured, result.lead_s
-            self.last_ns = now_ns - round(result.period_s * 1e9)
-            self.last_velocity = np.zeros_like(self.last_velocity)
-            self.stopped = False
+            assert result.elapsed_s == result.period_s and result.command is not None
+            # Its first command: one step from rest at the measured position (a fresh start), or the
+            # seed itself (a resumed stream: the held command if measured there, at rest).
+            first_step = lim.max_acceleration_rad_s2 * result.period_s ** 2
+            assert np.all(np.abs(result.command - measured) <= first_step + 1e-12), "a run did not start " \
+                f"where the arm is measured: {result.command} vs {measured}"
+            assert np.all(np.abs(result.velocities_rad_s) <= lim.max_acceleration_rad_s2 * result.period_s + 1e-9)
+            self.run_id, self.lead_s, self.stopped = result.run_id, result.lead_s, False
+            self.last, self.last_velocity, self.last_ns = result.command, result.velocities_rad_s, now_ns
+            if result.to_robot:
+                self.robot_velocity = result.velocities_rad_s
+            return
         elif result.state is WatchdogState.RUNNING:
             assert not self.stopped, "the plan was resumed after a stop without a new run"
         if result.command is None:  # silent hold: the controller keeps the last command

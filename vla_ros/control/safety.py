@@ -10,12 +10,19 @@ a run every command keeps the limits relative to the previous one over their rea
 (limits.py: a tick that comes late may step proportionally farther, one that comes early less,
 so the commanded motion keeps the limits in real time, not only at the nominal rate).
 
+Resuming. A run that follows a held stream starts with the stream's held command when the arm is
+measured there (within max_acceleration * period^2), else with the measured position, and its
+first command is that seed itself (at rest): its timeline then stays consistent with the last
+command the robot got, however long ago that was.
+
 Stops. A hold (watchdog, heartbeat, no plan), the e-stop, disarming and a live change of
 control_rate_hz or blend.* are stops: the plan is dropped (chunks computed before a stop are never
 resumed after it) and the stream decelerates within the limits to rest. Only then may a new run
 start, from where the robot is measured to be (it may have been pushed or have drifted while
 held) and through the start-up gate on the chunks that arrived since; while the arm is still
-braking, fresh chunks wait (hold reason STOPPING). At rest a held stream keeps its last command
+braking, and until joint states received after its last command was due show the arm at rest
+(states in flight while it stopped are no start point), fresh chunks wait (hold reason STOPPING).
+At rest a held stream keeps its last command
 (hold_mode silent: send nothing more, the controller holds it; repeat: re-send it every tick).
 Hold, never home.
 
@@ -141,6 +148,7 @@ class SafetyController:
         self._joint_received_ns: int | None = None
         self._joint_valid = True
         self._measured: np.ndarray | None = None
+        self._previous: tuple[int, np.ndarray] | None = None  # (received ns, positions) before the newest
         self._joint_history: collections.deque[tuple[int, np.ndarray]] = collections.deque(
             maxlen=JOINT_STATE_HISTORY)
         self._last_chunk_arrival_ns: int | None = None
@@ -150,6 +158,7 @@ class SafetyController:
         self._run_id = 0
         self._following = False
         self._last_tick_ns = 0  # when the stream's last command was computed
+        self._rest_ns: int | None = None  # when a held stream came to rest (None while following)
         self._lead_s = 1.0 / config.control_rate_hz  # of the current run
         self._state = WatchdogState.WAITING
         self._hold_reason = HoldReason.NO_JOINT_STATE
@@ -209,6 +218,8 @@ class SafetyController:
                                  f"max_stamp_skew_s is {self._cfg.watchdog.max_stamp_skew_s} (are the "
                                  "robot's and this node's clocks synchronised?)")
             return
+        if self._measured is not None and self._joint_received_ns is not None:
+            self._previous = (self._joint_received_ns, self._measured)
         self._joint_received_ns = int(received_ns)
         self._joint_valid = True
         self._measured = positions.copy()
@@ -410,18 +421,30 @@ class SafetyController:
         if reason is HoldReason.NONE and not self._following:
             if self._motion is not None and not self._motion.is_at_rest:
                 reason = HoldReason.STOPPING
+            elif self._motion is not None and not self._measured_since_rest():
+                reason = HoldReason.STOPPING  # the measurement may still show the arm before it stopped
             elif self._refuse_start(now_ns):
                 reason = HoldReason.NO_PLAN
         clipped = np.zeros(self._joint_count, dtype=bool)
         to_robot = self._to_robot
         if reason is HoldReason.NONE:
-            if not self._following:  # a new run: from the measured position, at rest
-                self._motion = MotionState.at_rest(self._measured)
+            resume = self._motion is not None  # a held stream at rest, not WAITING
+            if not self._following:  # a new run: from where the arm is measured, at rest
+                seed = self._measured
+                if resume and np.all(np.abs(seed - self._motion.position_rad) <= self._settle_rad()):
+                    seed = self._motion.position_rad  # the arm is where the stream left it: no step at all
+                self._motion = MotionState.at_rest(seed)
                 self._run_id += 1
-                self._lead_s = elapsed_s = period_s  # as if the measured position was the last command
+                self._lead_s = elapsed_s = period_s  # as if the seed was the last command
                 self._following = True
-            self._motion, clipped = self._follow(self._motion, now_ns, elapsed_s, period_s)
-            self._clip_counts += clipped
+            else:
+                resume = False
+            self._rest_ns = None
+            if not resume:
+                self._motion, clipped = self._follow(self._motion, now_ns, elapsed_s, period_s)
+                self._clip_counts += clipped
+            # else: a resumed run's first command is its seed, at rest: whenever its predecessor was
+            # sent, the stream's timeline stays consistent (no step over a gap of unknown length).
             command: np.ndarray | None = self._motion.position_rad
         else:
             if reason is not self._hold_reason:
@@ -436,6 +459,8 @@ class SafetyController:
                                           np.zeros(self._joint_count), self._limits, elapsed_s, period_s)
                 if not (cfg.hold_mode == "silent" and was_at_rest):
                     command = self._motion.position_rad
+                if self._motion.is_at_rest and self._rest_ns is None:
+                    self._rest_ns = now_ns
         if self._motion is not None:
             self._last_tick_ns = now_ns
         self._hold_reason = reason
@@ -458,6 +483,26 @@ class SafetyController:
                           preview_velocities_rad_s=preview_velocities, elapsed_s=elapsed_s,
                           lead_s=self._lead_s, period_s=period_s,
                           to_robot=self._to_robot if to_robot is None else to_robot)
+
+    def _measured_since_rest(self) -> bool:
+        """The arm is measured at rest since the held stream's last command was due (tick + lead).
+
+        The two newest joint states were received after that and agree within one first step of a
+        run from rest (max_acceleration * period^2 per joint): a backlog of states taken while the
+        arm was still stopping (delivered late under load) shows motion, and an offset below that
+        step is no larger than what a run's first command may move anyway.
+        """
+        if self._rest_ns is None or self._previous is None:
+            return False
+        previous_ns, previous = self._previous
+        if previous_ns <= self._rest_ns + round(self._lead_s * 1e9):
+            return False
+        return bool(np.all(np.abs(self._measured - previous) <= self._settle_rad()))
+
+    def _settle_rad(self) -> np.ndarray:
+        """(J,) max_acceleration * period^2: the first step of a run from rest; smaller offsets
+        between measurements (noise, settling) count as the arm at rest in one place."""
+        return self._limits.max_acceleration_rad_s2 / self._cfg.control_rate_hz ** 2
 
     def _estop_source_silent(self, now_ns: int) -> bool:
         timeout_s = self._cfg.estop.heartbeat_timeout_s

@@ -23,7 +23,7 @@ class HoldReason(enum.Enum):
     JOINT_STATE_STALE = "joint_state_stale"  # no usable joint state received for joint_state_timeout_s
     CHUNK_TIMEOUT = "chunk_timeout"  # no chunk accepted for chunk_timeout_s
     NO_PLAN = "no_plan"  # no accepted chunk covers now (none yet, all steps done, or refused)
-    STOPPING = "stopping"  # the plan may be followed, but the arm is still braking after a stop
+    STOPPING = "stopping"  # after a stop: braking, or at rest waiting for a joint state taken since
 
 
 def find_hold_reason(*, now_ns: int, is_estop_latched: bool, is_estop_source_silent: bool,
