@@ -1,8 +1,8 @@
 """safety_node under CPU load: command spacing and the real-time envelope of what leaves it.
 
 Starts safety_node (its own process, armed, JointTrajectory output) and N busy-loop processes that
-load every core, then runs a following robot (its joint state is the last command it received,
-published at 100 Hz) and a policy (10 Hz chunks of a motion that asks for twice the velocity
+load every core, then runs a following robot (its joint state is the newest command it received,
+published at 100 Hz; like a controller it takes the newest command, never a backlog) and a policy (10 Hz chunks of a motion that asks for twice the velocity
 limit, so the limiter works at the limits all the time) for --duration-s seconds.
 
 For every pair of consecutive commands it computes velocity and acceleration three ways:
@@ -82,19 +82,23 @@ def run(args: argparse.Namespace) -> dict:
     lock = threading.Lock()
     names = list(cfg.joint_names)
 
-    def on_command(msg: JointTrajectory, info: dict) -> None:
+    def record(msg: JointTrajectory, info: dict) -> None:
         received = time.time_ns()
         point = msg.points[0]
-        positions = np.array(point.positions)
         lead = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
         with lock:
             commands.append((received, info["source_timestamp"], convert.stamp_to_ns(msg.header.stamp), lead,
-                             positions))
-            robot["positions"] = positions  # the robot follows exactly
+                             np.array(point.positions)))
+
+    def follow(msg: JointTrajectory) -> None:
+        with lock:
+            robot["positions"] = np.array(msg.points[0].positions)  # the robot follows exactly
 
     joint_pub = node.create_publisher(JointState, cfg.joint_states_topic, qos_profile_sensor_data)
     chunk_pub = node.create_publisher(ActionChunkMsg, cfg.chunk_topic, 10)
-    node.create_subscription(JointTrajectory, cfg.output.topic, on_command, 100)
+    node.create_subscription(JointTrajectory, cfg.output.topic, record, 1000)
+    # Like a controller, the robot takes the newest command (depth 1): it never works off a backlog.
+    node.create_subscription(JointTrajectory, cfg.output.topic, follow, 1)
 
     def publish_joints() -> None:
         with lock:
@@ -194,6 +198,7 @@ def analyse(data: list, args: argparse.Namespace, period_s: float, velocity_limi
         "spacing_by_leaving_periods": pct(spacing_left),
         "spacing_by_receipt_periods": pct(spacing_receipt),
         "tick_to_publish_ms": pct(publish_delay_ms),
+        "tick_to_receipt_ms": pct((received - stamps) / 1e6),
         "lead_s": sorted(set(round(x, 6) for x in leads.tolist())),
         "worst_velocity_ratio_carried": round(float(carried_v.max()), 6),
         "worst_accel_ratio_carried": round(float(carried_a.max()), 6),

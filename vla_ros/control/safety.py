@@ -20,7 +20,7 @@ control_rate_hz or blend.* are stops: the plan is dropped (chunks computed befor
 resumed after it) and the stream decelerates within the limits to rest. Only then may a new run
 start, from where the robot is measured to be (it may have been pushed or have drifted while
 held) and through the start-up gate on the chunks that arrived since; while the arm is still
-braking, and until joint states received after its last command was due show the arm at rest
+braking, and until joint states taken after its last command was due show the arm at rest
 (states in flight while it stopped are no start point), fresh chunks wait (hold reason STOPPING).
 At rest a held stream keeps its last command
 (hold_mode silent: send nothing more, the controller holds it; repeat: re-send it every tick).
@@ -148,7 +148,12 @@ class SafetyController:
         self._joint_received_ns: int | None = None
         self._joint_valid = True
         self._measured: np.ndarray | None = None
-        self._previous: tuple[int, np.ndarray] | None = None  # (received ns, positions) before the newest
+        self._measured_stamp_ns = 0
+        self._previous: tuple[int, np.ndarray] | None = None  # (stamp ns, positions) before the newest
+        # receipt - stamp of recent states: the smallest estimates the clock offset plus the least
+        # latency, so stamp + it is when a state was taken, on this node's clock (a late backlog
+        # of states has larger offsets and does not move it).
+        self._stamp_offsets: collections.deque[int] = collections.deque(maxlen=JOINT_STATE_HISTORY)
         self._joint_history: collections.deque[tuple[int, np.ndarray]] = collections.deque(
             maxlen=JOINT_STATE_HISTORY)
         self._last_chunk_arrival_ns: int | None = None
@@ -218,8 +223,10 @@ class SafetyController:
                                  f"max_stamp_skew_s is {self._cfg.watchdog.max_stamp_skew_s} (are the "
                                  "robot's and this node's clocks synchronised?)")
             return
-        if self._measured is not None and self._joint_received_ns is not None:
-            self._previous = (self._joint_received_ns, self._measured)
+        if self._measured is not None:
+            self._previous = (self._measured_stamp_ns, self._measured)
+        self._measured_stamp_ns = int(stamp_ns)
+        self._stamp_offsets.append(int(received_ns) - int(stamp_ns))
         self._joint_received_ns = int(received_ns)
         self._joint_valid = True
         self._measured = positions.copy()
@@ -487,15 +494,15 @@ class SafetyController:
     def _measured_since_rest(self) -> bool:
         """The arm is measured at rest since the held stream's last command was due (tick + lead).
 
-        The two newest joint states were received after that and agree within one first step of a
-        run from rest (max_acceleration * period^2 per joint): a backlog of states taken while the
-        arm was still stopping (delivered late under load) shows motion, and an offset below that
-        step is no larger than what a run's first command may move anyway.
+        The two newest joint states were taken after that (stamp + the smallest receipt - stamp
+        offset seen: a backlog delivered late under load was taken earlier than it arrived) and
+        agree within one first step of a run from rest (max_acceleration * period^2 per joint).
         """
         if self._rest_ns is None or self._previous is None:
             return False
-        previous_ns, previous = self._previous
-        if previous_ns <= self._rest_ns + round(self._lead_s * 1e9):
+        previous_stamp_ns, previous = self._previous
+        taken_ns = min(previous_stamp_ns, self._measured_stamp_ns) + min(self._stamp_offsets)
+        if taken_ns <= self._rest_ns + round(self._lead_s * 1e9):
             return False
         return bool(np.all(np.abs(self._measured - previous) <= self._settle_rad()))
 
