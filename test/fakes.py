@@ -14,10 +14,12 @@ class RampPolicy:
     """Actions = current state + k * step for k = 1..H, so every chunk is predictable."""
 
     def __init__(self, joint_names=DEFAULT_JOINTS, horizon: int = 8, dt_s: float = 0.1,
-                 image_size_px=(240, 320), cameras=("front",), step: float = 0.01) -> None:
+                 image_size_px=(240, 320), cameras=("front",), step: float = 0.01,
+                 robot_type: str = "sim_arm") -> None:
         self._spec = PolicySpec(joint_names=tuple(joint_names), action_names=tuple(joint_names),
                                 action_space="joint_position", horizon=horizon, dt_s=dt_s,
-                                camera_names=tuple(cameras), image_size_px=tuple(image_size_px))
+                                camera_names=tuple(cameras), image_size_px=tuple(image_size_px),
+                                robot_type=robot_type)
         self.step = step
         self.keep_ratio = 0.5
         self.calls: list[Observation] = []

@@ -29,6 +29,7 @@ class PolicySpec:
     dt_s: float  # seconds between consecutive actions of a chunk
     camera_names: tuple[str, ...]  # one image per camera, in this order
     image_size_px: tuple[int, int]  # (height, width) the policy wants each frame resized to
+    robot_type: str = "sim_arm"  # the robot it was trained on (the dataset's robot_type)
 
     @property
     def action_dim(self) -> int:

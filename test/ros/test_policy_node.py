@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -14,8 +16,11 @@ from rclpy.action import ActionClient
 from test.conftest import wait_for
 from test.fakes import RampPolicy
 from test.ros.sensors import SensorPublisher
+from vla_ros.config import load_config
 from vla_ros.config.policy import DEFAULT_JOINTS, PolicyNodeConfig
 from vla_ros.errors import PolicyMismatchError
+from vla_ros.model.checkpoint import load_config as load_checkpoint_config
+from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros.policy_node import PolicyNode
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk
@@ -251,7 +256,47 @@ def test_empty_instruction_is_rejected(ros):
     ({"joint_names": tuple(reversed(DEFAULT_JOINTS))}, "joint names/order"),
     ({"cameras": ("front", "wrist")}, "image count"),
     ({"image_size_px": (224, 224)}, "image size"),
+    ({"robot_type": "ur5e"}, "robot_type: policy trained on 'ur5e', config drives 'sim_arm'"),
 ])
 def test_startup_refuses_mismatched_policy(ros, policy_kwargs, fragment):
     with pytest.raises(PolicyMismatchError, match=fragment):
         PolicyNode(policy=RampPolicy(**policy_kwargs), config=PolicyNodeConfig(), context=ros.context)
+
+
+def test_robot_template_refuses_the_shipped_simulation_checkpoint(ros):
+    """Bug: with use_sim:=false and no checkpoint_dir, policy_node loaded the sim arm's shipped
+    checkpoint (same joint names as the robot.yaml template) and would have driven a real arm."""
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "config" / "robot.yaml", "policy_node", PolicyNodeConfig)
+    assert cfg.checkpoint_dir == ""
+    shipped = load_checkpoint_config(default_checkpoint_dir()).robot
+    policy = RampPolicy(robot_type=shipped.robot_type, image_size_px=shipped.camera_image_size_px)
+    with pytest.raises(PolicyMismatchError, match="policy trained on 'sim_arm', config drives 'my_arm' "
+                                                  r"\(checkpoint_dir is empty"):
+        PolicyNode(policy=policy, config=cfg, context=ros.context)
+
+
+def test_goals_abort_and_are_rejected_while_safety_reports_the_estop_latched(ros):
+    """Bug: a goal sent while the e-stop was latched ran to the end and reported SUCCEEDED with
+    every chunk refused by safety_node."""
+    start_policy_node(ros)
+    client = GoalClient(ros)
+    status_pub = client.node.create_publisher(DiagnosticArray, "/vla/safety/status", 10)
+
+    def publish_status(latched: bool, armed: bool = False) -> None:
+        values = {"armed": str(armed).lower(), "estop_latched": str(latched).lower(),
+                  "last_reason": "e-stop pressed: holding until reset" if latched else ""}
+        status_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
+            name="safety_node", values=[KeyValue(key=k, value=v) for k, v in values.items()])]))
+
+    with SensorPublisher(ros.node("sensors")):
+        publish_status(latched=False)  # a dry run (disarmed) is not an error
+        running = client.send()
+        wait_for(lambda: len(client.chunks) >= 2, what="goal running")
+        publish_status(latched=True)
+        result = client.result(running)
+        assert result.outcome == Result.OUTCOME_ABORTED and "e-stop latched" in result.reason
+        assert "/vla/safety/reset" in result.reason
+        assert not client.send(max_chunks=1).accepted
+        publish_status(latched=False)
+        wait_for(lambda: client.send(max_chunks=1).accepted, what="goals accepted after the reset")

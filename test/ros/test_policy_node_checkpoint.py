@@ -8,8 +8,9 @@ import pytest
 from test.conftest import wait_for
 from test.ros.sensors import SensorPublisher
 from test.ros.test_policy_node import GoalClient
-from test.training.tiny import FPS, IMAGE_HW, JOINTS, tiny_train_config, write_dataset
+from test.training.tiny import FPS, IMAGE_HW, JOINTS, ROBOT_TYPE, tiny_train_config, write_dataset
 from vla_ros.config.policy import PolicyNodeConfig
+from vla_ros.errors import PolicyMismatchError
 from vla_ros.ros.policy_node import PolicyNode
 from vla_ros.training.trainer import train
 from vla_ros_interfaces.action import RunPolicy
@@ -24,7 +25,8 @@ def trained_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("fast_inference", ["auto", "on"])  # on: the static forward, here without CUDA graphs
 def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint, fast_inference):
-    config = PolicyNodeConfig(checkpoint_dir=str(trained_checkpoint), device="cpu", image_height_px=IMAGE_HW[0],
+    config = PolicyNodeConfig(checkpoint_dir=str(trained_checkpoint), robot_type=ROBOT_TYPE, device="cpu",
+                              image_height_px=IMAGE_HW[0],
                               image_width_px=IMAGE_HW[1], observation_wait_s=2.0, replan_period_s=0.05,
                               fast_inference=fast_inference)
     node = ros.add(PolicyNode(config=config, context=ros.context))
@@ -41,3 +43,11 @@ def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint, fast_inf
         assert np.all(np.isfinite(actions))
     assert client.feedback[0].kept_expert_tokens == 32  # tiny expert: 8x8 patches, keep ratio 0.5
     assert node._policy.fast_inference is (fast_inference == "on")  # the static forward built and served
+
+
+def test_policy_node_refuses_a_checkpoint_trained_on_another_robot(ros, trained_checkpoint):
+    """The checkpoint carries its dataset's robot_type; a node configured for another robot refuses it."""
+    config = PolicyNodeConfig(checkpoint_dir=str(trained_checkpoint), device="cpu", image_height_px=IMAGE_HW[0],
+                              image_width_px=IMAGE_HW[1])
+    with pytest.raises(PolicyMismatchError, match=f"policy trained on '{ROBOT_TYPE}', config drives 'sim_arm'"):
+        PolicyNode(config=config, context=ros.context)

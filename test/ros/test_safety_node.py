@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -190,6 +191,27 @@ def test_estop_latches_and_reset_clears(rig):
     assert response.success, response.message
     wait_for(lambda: client.status.get("state") == "running" and client.status.get("run_id") == "2",
              what="a new run after reset")
+
+
+def test_estop_pressed_before_start_latches_and_best_effort_publishers_are_heard(ros, rig):
+    """Bugs: an e-stop pressed before the node started (latched publisher) left it unlatched, and a
+    BEST_EFFORT publisher (joysticks, teleop) was QoS-incompatible and never heard."""
+    node = ros.node("estop_sources")
+    latched = node.create_publisher(Bool, "/vla/estop", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    best_effort = node.create_publisher(Bool, "/vla/estop", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE))
+    latched.publish(Bool(data=True))
+    client = rig(start_armed=True)
+    wait_for(lambda: client.status.get("estop_latched") == "true", what="latched at start")
+    assert client.robot == []
+    latched.publish(Bool(data=False))
+    wait_for(lambda: client.status.get("estop_pressed") == "false", what="released")
+    assert client.call(Trigger, "/vla/safety/reset", Trigger.Request()).success
+    wait_for(lambda: client.status.get("state") == "running", what="running after reset")
+    wait_for(lambda: best_effort.get_subscription_count() >= 1, what="best-effort publisher matched")
+    best_effort.publish(Bool(data=True))
+    wait_for(lambda: client.status.get("estop_latched") == "true", what="latched by a best-effort press")
 
 
 def test_watchdog_holds_when_chunks_or_joint_states_stop(rig):

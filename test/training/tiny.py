@@ -18,6 +18,7 @@ from vla_ros.training.config import TrainConfig
 JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
 TASKS = ("pick up the red cube", "push the blue block left")
 FPS = 10
+ROBOT_TYPE = "tiny_sim_arm"  # written to meta/info.json; trained checkpoints carry it
 IMAGE_HW = (64, 64)
 
 
@@ -43,7 +44,7 @@ def image(positions: np.ndarray, frame: int) -> np.ndarray:
 
 def write_dataset(root: Path, episodes: int = 6, frames: int = 24) -> Path:
     """A LeRobot v3 dataset of `episodes` x `frames` frames at FPS, one 64x64 camera 'front'."""
-    spec = DatasetSpec("tiny_sim_arm", FPS, JOINTS, JOINTS, (CameraSpec("front", *IMAGE_HW),))
+    spec = DatasetSpec(ROBOT_TYPE, FPS, JOINTS, JOINTS, (CameraSpec("front", *IMAGE_HW),))
     period_ns = 1_000_000_000 // FPS
     with DatasetWriter(root, spec, WriterOptions(min_free_disk_mb=0)) as writer:
         for episode in range(episodes):

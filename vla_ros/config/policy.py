@@ -14,7 +14,11 @@ DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_
 class PolicyNodeConfig:
     checkpoint_dir: str = param(
         "", "Checkpoint directory (config.json, model.safetensors, norm_stats.json, tokenizer). "
-            "Empty: the trained default shipped in the package's models/ folder.")
+            "Empty: the trained default shipped in the package's models/ folder, made for the simulated "
+            "arm (robot_type sim_arm): any other robot_type must name its checkpoint.")
+    robot_type: str = param(
+        "sim_arm", "The robot this node drives (the recorder's robot_type). A checkpoint trained on "
+                   "another robot_type (its config.json robot.robot_type, from the dataset) is refused.")
     device: str = param("auto", "Where the policy runs; auto picks cuda when available.",
                         choices=("auto", "cpu", "cuda"))
     fast_inference: str = param(

@@ -29,7 +29,8 @@ class BlendConfig:
     mode: str = param(
         "temporal_ensemble", "How overlapping chunks become one target: newest (the newest chunk "
         "only), temporal_ensemble (ACT's weighted mean of every chunk covering the instant) or "
-        "crossfade (linear fade from the previous chunk to a new one over crossfade_s)",
+        "crossfade (linear fade from the previous chunk to a new one over crossfade_s). A live change "
+        "of any blend.* parameter is a stop, like a control_rate_hz change",
         choices=BLEND_MODES, dynamic=True)
     ensemble_decay: float = param(
         0.01, "ACT's m in w_i = exp(-m * i), i = 0 for the oldest chunk covering the instant: > 0 "
@@ -55,8 +56,9 @@ class LimitsConfig:
         (6.0,) * 7, "Acceleration limit per joint over the last three commands [rad/s^2]; also the "
         "deceleration used to hold", range=(1e-6, 100000.0))
     max_step_rad: float = param(
-        0.05, "Largest change of any joint between two commands [rad per tick], whatever the "
-        "control rate", range=(1e-6, 10.0))
+        0.05, "Largest change of any joint between two on-time commands [rad per control period]: "
+        "velocity <= max_step_rad * control_rate_hz; a command that leaves late under load may step "
+        "proportionally farther (it is due proportionally later)", range=(1e-6, 10.0))
     urdf_path: str = param(
         "", "URDF whose <limit lower upper velocity> replace position_*_rad and max_velocity_rad_s "
         "for every arm joint (the gripper keeps the values above); '' = use the values above")
@@ -77,9 +79,27 @@ class WatchdogConfig:
     chunk_timeout_s: float = param(
         0.5, "Hold when no chunk was accepted for this long [s]", range=(0.01, 60.0), dynamic=True)
     joint_state_timeout_s: float = param(
-        0.2, "Hold when the newest joint state is older than this [s]; also the largest gap allowed "
-        "between a joint_delta chunk's stamp and the joint state it is relative to",
+        0.2, "Hold when no usable joint state was received for this long [s] (judged by receipt "
+        "time on this node's clock, not by the robot's stamps); also the largest gap allowed between "
+        "a joint_delta chunk's stamp and the joint state it is relative to",
         range=(0.005, 10.0), dynamic=True)
+    max_stamp_skew_s: float = param(
+        1.0, "A joint state stamped more than this before or after its receipt is refused and "
+        "counted (the robot's clock disagrees with this node's; sync them, e.g. chrony); its stamp "
+        "is never trusted [s]", range=(0.01, 60.0), dynamic=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstopConfig:
+    topic: str = param(
+        "/vla/estop", "std_msgs/Bool e-stop input (true = pressed); heard from reliable and "
+        "best-effort publishers, and a latched (transient-local) publisher's last message is "
+        "received at start-up")
+    heartbeat_timeout_s: float = param(
+        0.0, "Heartbeat mode: hold (decelerate, drop the plan) while no message came on topic for "
+        "this long, e.g. a deadman or wireless e-stop that publishes periodically [s]; 0 = off. Not "
+        "latched: the next message lets a new run start through the start-up gate",
+        range=(0.0, 60.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +127,9 @@ class SafetyConfig:
     chunk_topic: str = param("/vla/action_chunk", "vla_ros_interfaces/ActionChunk input")
     joint_states_topic: str = param("/joint_states", "sensor_msgs/JointState input")
     control_rate_hz: float = param(
-        50.0, "Commands per second; limits hold between consecutive commands 1/control_rate_hz apart",
-        range=(1.0, 1000.0), dynamic=True)
+        50.0, "Commands per second. Limits hold over the real spacing of consecutive commands. A live "
+        "change is a stop: the plan is dropped, the arm decelerates within the limits and the next "
+        "run starts at the new rate from the measured position", range=(1.0, 1000.0), dynamic=True)
     max_chunk_age_s: float = param(
         0.5, "A chunk whose observation stamp is older than this on arrival is dropped [s]",
         range=(0.001, 60.0), dynamic=True)
@@ -127,6 +148,7 @@ class SafetyConfig:
     limits: LimitsConfig = section(LimitsConfig)
     gripper: GripperConfig = section(GripperConfig)
     watchdog: WatchdogConfig = section(WatchdogConfig)
+    estop: EstopConfig = section(EstopConfig)
     output: OutputConfig = section(OutputConfig)
 
     def __post_init__(self) -> None:

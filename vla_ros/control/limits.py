@@ -1,17 +1,22 @@
 """Joint limits and the per-tick limiter that keeps every command inside them.
 
-Commands are positions sent one control period `dt_s` apart. Velocity is
-(command - previous command) / dt_s and acceleration the change of that velocity over dt_s,
-exactly what a position-controlled robot sees. The limiter keeps, for every joint and every tick:
+Commands are positions; each is due `dt_s` after the previous one, dt_s being the real spacing
+of the two commands (the control loop may run late or early under load, so it is not always the
+nominal period). Velocity is (command - previous command) / dt_s and acceleration the change of
+that velocity over dt_s: what the robot sees in real time. The limiter keeps, for every joint and
+every tick:
   - position inside [position_min, position_max],
-  - |velocity| <= min(max_velocity, max_step / dt_s),
+  - |velocity| <= max_velocity, and <= max_step / period (period: the nominal control period, so
+    max_step is the step of an on-time tick; when a live rate change lowers this bound below the
+    current velocity, the arm slows down to it at max_acceleration instead of at once),
   - |acceleration| <= max_acceleration,
-  - the arm able to stop before a position limit by decelerating at max_acceleration
-    (otherwise a limit could only be respected by breaking the acceleration limit).
+  - the arm able to stop before a position limit by decelerating at max_acceleration, whatever
+    the spacing of the following ticks (otherwise a limit could only be respected by breaking the
+    acceleration limit).
 The last rule makes the set of allowed velocities never empty, so the hard limits hold for any
-target sequence (proof sketch in `limit_step`). Approaching a target far away, the limiter also
-brakes so that it stops on the target instead of overshooting it (a soft rule: it yields to the
-hard limits).
+target sequence and any tick timing (proof sketch in `limit_step`). Approaching a target far
+away, the limiter also brakes so that it stops on the target instead of overshooting it (a soft
+rule: it yields to the hard limits).
 """
 
 from __future__ import annotations
@@ -57,9 +62,9 @@ class JointLimits:
             a.flags.writeable = False
         return cls(cfg.joint_names, *arrays, max_step_rad=lim.max_step_rad)
 
-    def velocity_bound_rad_s(self, dt_s: float) -> np.ndarray:
-        """(J,) largest |velocity| allowed for one tick of dt_s (max_step applies per tick)."""
-        return np.minimum(self.max_velocity_rad_s, self.max_step_rad / dt_s)
+    def velocity_bound_rad_s(self, period_s: float) -> np.ndarray:
+        """(J,) largest |velocity| allowed at the nominal control period (max_step per period)."""
+        return np.minimum(self.max_velocity_rad_s, self.max_step_rad / period_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,15 +150,30 @@ def braking_velocity_bound(distance_rad: np.ndarray, accel_rad_s2: np.ndarray,
     return (distance + unit * n * (n + 1.0) / 2.0) / (dt_s * (n + 1.0))
 
 
-def limit_step(state: MotionState, target_rad: np.ndarray, target_velocity_rad_s: np.ndarray,
-               limits: JointLimits, dt_s: float) -> MotionState:
-    """The next command towards `target_rad` that keeps every limit (see the module docstring).
+def stopping_velocity_bound(distance_rad: np.ndarray, accel_rad_s2: np.ndarray,
+                            dt_s: float) -> np.ndarray:
+    """Largest u >= 0 with u*dt + u^2/(2a) <= distance: this tick at u, then any stop fits.
 
+    Unlike braking_velocity_bound this does not assume the following ticks keep dt_s: if u
+    satisfies it, braking by a*dt' over a next tick of any length dt' satisfies it again for the
+    distance left (u'dt' + u'^2/2a = u^2/2a - a dt'^2/2 with u' = u - a dt'), so the hard position
+    rule stays feasible whatever the control loop's timing. Written without cancellation.
+    """
+    distance = np.maximum(distance_rad, 0.0)  # a hair past a limit after rounding: do not move out
+    return 2.0 * distance / (dt_s + np.sqrt(dt_s * dt_s + 2.0 * distance / accel_rad_s2))
+
+
+def limit_step(state: MotionState, target_rad: np.ndarray, target_velocity_rad_s: np.ndarray,
+               limits: JointLimits, dt_s: float, period_s: float | None = None) -> MotionState:
+    """The next command towards `target_rad`, due dt_s after the previous one, within every limit.
+
+    period_s is the nominal control period max_step applies to (default dt_s).
     target_velocity_rad_s is how fast the target itself moves (feed-forward): tracking a plan
     that moves within the limits then has no lag. Hard limits are applied last, so they win.
-    Why the allowed set is never empty: the previous tick left the arm able to stop, so braking
-    by a*dt is allowed by the stopping rule; braking is within the acceleration limit, and
-    |velocity| <= bound held before, so braking is within the velocity bound too.
+    Why the allowed set is never empty: the previous tick left the arm able to stop
+    (stopping_velocity_bound), so braking by a*dt is allowed by the stopping rule and within the
+    acceleration limit. Only the max_step bound can lie outside the acceleration interval (after a
+    live rate change); then the arm decelerates at the acceleration limit towards it.
     """
     x, v = state.position_rad, state.velocity_rad_s
     accel = limits.max_acceleration_rad_s2
@@ -166,12 +186,14 @@ def limit_step(state: MotionState, target_rad: np.ndarray, target_velocity_rad_s
     approach_low = np.where(ahead < 0.0,
                             target_velocity_rad_s - braking_velocity_bound(-ahead, accel, dt_s), -np.inf)
     velocity = np.clip(velocity, approach_low, approach_high)
-    # Hard: acceleration, then velocity and stopping distance (both intervals contain 0; if a live
-    # rate change made them disjoint from the acceleration interval, slowing down wins).
-    velocity = np.clip(velocity, v - accel * dt_s, v + accel * dt_s)
-    bound = limits.velocity_bound_rad_s(dt_s)
-    high = np.minimum(bound, braking_velocity_bound(limits.position_max_rad - x, accel, dt_s))
-    low = np.maximum(-bound, -braking_velocity_bound(x - limits.position_min_rad, accel, dt_s))
-    velocity = np.clip(velocity, low, high)
-    position = np.clip(x + velocity * dt_s, limits.position_min_rad, limits.position_max_rad)
+    # Hard: velocity bound and stopping distance, intersected with the acceleration interval.
+    bound = limits.velocity_bound_rad_s(dt_s if period_s is None else period_s)
+    high = np.minimum(bound, stopping_velocity_bound(limits.position_max_rad - x, accel, dt_s))
+    low = np.maximum(-bound, -stopping_velocity_bound(x - limits.position_min_rad, accel, dt_s))
+    accel_low, accel_high = v - accel * dt_s, v + accel * dt_s
+    velocity = np.clip(velocity, np.maximum(low, accel_low), np.minimum(high, accel_high))
+    velocity = np.where(accel_low > high, accel_low, np.where(accel_high < low, accel_high, velocity))
+    # Rounding only; a stream that starts outside the limits may move back in but never snaps in.
+    position = np.clip(x + velocity * dt_s, np.minimum(limits.position_min_rad, x),
+                       np.maximum(limits.position_max_rad, x))
     return MotionState(position, (position - x) / dt_s)

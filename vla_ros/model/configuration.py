@@ -52,6 +52,9 @@ def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
 class RobotConfig:
     """The robot interface the checkpoint was trained for (becomes the PolicySpec)."""
 
+    robot_type: str = param("sim_arm", "robot_type of the dataset(s) the checkpoint was trained on "
+                            "(LeRobot meta/info.json); policy_node refuses a checkpoint whose robot_type "
+                            "differs from its own")
     joint_names: tuple[str, ...] = param(DEFAULT_JOINTS, "Joints in the state vector's order (S = J)")
     action_names: tuple[str, ...] = param(DEFAULT_JOINTS, "One name per action dimension (A)")
     action_space: str = param("joint_position", "joint_position: absolute targets [rad; gripper units]; "

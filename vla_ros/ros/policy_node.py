@@ -5,6 +5,9 @@ rejected; with preempt the running goal aborts ("preempted by a new goal") and t
 Each cycle (replan_period_s) builds an observation from the newest messages, runs the policy on
 the goal's thread (never on the subscription threads) and publishes the chunk on the topic and
 as feedback. The chunk's stamp is the observation's (oldest source) stamp; dt is the policy's.
+
+While safety_node reports the e-stop latched on /vla/safety/status, new goals are rejected and a
+running goal aborts, both with the reason (a dry run, i.e. disarmed, is not an error).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -32,6 +36,7 @@ from vla_ros.ros import convert
 from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
+from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
 from vla_ros.types import ACTION_SPACES, ActionChunk, Policy
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
@@ -53,6 +58,10 @@ def check_policy_matches(policy: Policy, cfg: PolicyNodeConfig) -> None:
     if len(spec.camera_names) != len(cfg.camera_topics):
         problems.append(f"image count: policy expects {len(spec.camera_names)} camera(s) {list(spec.camera_names)}, "
                         f"config has {len(cfg.camera_topics)} {list(cfg.camera_topics)}")
+    if spec.robot_type != cfg.robot_type:
+        problems.append(f"robot_type: policy trained on {spec.robot_type!r}, config drives {cfg.robot_type!r}"
+                        + ("" if cfg.checkpoint_dir else " (checkpoint_dir is empty, which means the shipped "
+                           "simulation checkpoint: set checkpoint_dir to a checkpoint trained on this robot)"))
     if tuple(spec.image_size_px) != (cfg.image_height_px, cfg.image_width_px):
         problems.append(f"image size: policy expects {tuple(spec.image_size_px)} (h, w), config has "
                         f"({cfg.image_height_px}, {cfg.image_width_px})")
@@ -89,6 +98,7 @@ class PolicyNode(Node):
         self._goal_lock = threading.Lock()
         self._active: _GoalRun | None = None
         self._idle = threading.Condition(self._goal_lock)
+        self._estop_reason = ""  # non-empty while safety_node reports the e-stop latched
 
         sensors = MutuallyExclusiveCallbackGroup()
         for topic in cfg.camera_topics:
@@ -97,6 +107,8 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data, callback_group=sensors)
         self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state,
                                  qos_profile_sensor_data, callback_group=sensors)
+        self.create_subscription(DiagnosticArray, SAFETY_STATUS_TOPIC, self._on_safety_status, 10,
+                                 callback_group=sensors)
         self._chunk_pub = self.create_publisher(ActionChunkMsg, cfg.chunk_topic, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._instruction_pub = self.create_publisher(String, cfg.instruction_topic, latched)
@@ -116,6 +128,14 @@ class PolicyNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._gate.offer(JOINT_STATE_SOURCE, convert.stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_safety_status(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == "safety_node":
+                values = {kv.key: kv.value for kv in status.values}
+                self._estop_reason = ("" if values.get("estop_latched") != "true" else
+                                      "safety_node reports the e-stop latched (release it, then call "
+                                      f"/vla/safety/reset): {values.get('last_reason', '')}")
 
     def _decode_image(self, topic: str, msg: Image | CompressedImage) -> np.ndarray:
         cfg = self._params.current
@@ -139,6 +159,9 @@ class PolicyNode(Node):
             return GoalResponse.REJECT
         if not (np.isfinite(goal.time_limit_s) and goal.time_limit_s >= 0.0):
             self.get_logger().warning(f"goal rejected: time_limit_s {goal.time_limit_s} must be >= 0")
+            return GoalResponse.REJECT
+        if self._estop_reason:
+            self.get_logger().warning(f"goal rejected: {self._estop_reason}")
             return GoalResponse.REJECT
         with self._goal_lock:
             if self._active is None:
@@ -207,6 +230,8 @@ class PolicyNode(Node):
                 return Result.OUTCOME_CANCELED, "canceled", chunks
             if run.preempted.is_set():
                 return Result.OUTCOME_ABORTED, "preempted by a new goal", chunks
+            if self._estop_reason:
+                return Result.OUTCOME_ABORTED, self._estop_reason, chunks
             if not rclpy.ok(context=self.context):
                 return Result.OUTCOME_ABORTED, "node shutting down", chunks
             if goal.time_limit_s > 0 and time.monotonic() - start >= goal.time_limit_s:

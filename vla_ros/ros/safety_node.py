@@ -4,15 +4,23 @@ Every callback converts messages and calls vla_ros.control.safety.SafetyControll
 all the logic (blending, limits, start-up gate, watchdog, e-stop); see its module docstring.
 
   in   chunk_topic          vla_ros_interfaces/ActionChunk
-       joint_states_topic   sensor_msgs/JointState (matched by name; a missing or NaN joint holds)
-       /vla/estop           std_msgs/Bool (reliable): true presses, false releases; the stop stays
-                            latched until /vla/safety/reset
+       joint_states_topic   sensor_msgs/JointState (matched by name; a missing or NaN joint holds;
+                            judged fresh by receipt time, stamps only sanity-checked)
+       estop.topic          std_msgs/Bool: true presses, false releases; the stop stays latched
+                            until /vla/safety/reset. Two subscriptions hear every publisher: a
+                            reliable transient-local one receives a latched publisher's last message
+                            at start-up (pressed before this node started: it comes up latched), a
+                            best-effort volatile one matches best-effort publishers (joysticks,
+                            teleop) and plain reliable ones; a message heard through both counts once
   srv  /vla/safety/reset    std_srvs/Trigger: clear a latched e-stop (refused while pressed or moving)
        /vla/safety/arm      std_srvs/SetBool: true sends commands to output.topic, false to
                             output.dry_run_topic (arming starts a new run from the measured position)
   out  output.topic / output.dry_run_topic at control_rate_hz: trajectory_msgs/JointTrajectory
-                            (positions only, point i at time_from_start (i + 1) / control_rate_hz) or
-                            std_msgs/Float64MultiArray (positions in joint_names order)
+                            (positions only, header.stamp = the tick, point i at time_from_start
+                            lead + i / control_rate_hz, lead = one period fixed per run, so the
+                            points of consecutive commands are as far apart in time as the ticks
+                            really were) or std_msgs/Float64MultiArray (positions in joint_names
+                            order; applied on receipt, so its timing is the publishing spacing)
        /vla/safety/status   diagnostic_msgs/DiagnosticArray at output.status_rate_hz
 
 JointTrajectory points carry no velocities: joint_trajectory_controller refuses a trajectory that
@@ -21,14 +29,16 @@ ends with a non-zero velocity unless allow_nonzero_velocity_at_trajectory_end is
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -43,20 +53,18 @@ from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 
-ESTOP_TOPIC = "/vla/estop"
 RESET_SERVICE = "/vla/safety/reset"
 ARM_SERVICE = "/vla/safety/arm"
 STATUS_TOPIC = "/vla/safety/status"
 
 
-def command_to_trajectory(result: TickResult, joint_names: tuple[str, ...], rate_hz: float,
-                          stamp_ns: int) -> JointTrajectory:
-    """The command and its preview as points one control period apart."""
+def command_to_trajectory(result: TickResult, joint_names: tuple[str, ...], stamp_ns: int) -> JointTrajectory:
+    """The command due result.lead_s after stamp_ns (the tick), then its preview one period apart."""
     msg = JointTrajectory()
     msg.header.stamp = convert.ns_to_stamp(stamp_ns)
     msg.joint_names = list(joint_names)
     for i, positions in enumerate([result.command, *result.preview_positions]):
-        sec, nanosec = divmod(round((i + 1) * 1e9 / rate_hz), 1_000_000_000)
+        sec, nanosec = divmod(round((result.lead_s + i * result.period_s) * 1e9), 1_000_000_000)
         msg.points.append(JointTrajectoryPoint(positions=[float(p) for p in positions],
                                                time_from_start=Duration(sec=sec, nanosec=nanosec)))
     return msg
@@ -80,7 +88,7 @@ def status_to_diagnostics(status: SafetyStatus, stamp_ns: int) -> DiagnosticArra
         "estop_latched": status.estop_latched, "state": status.state.value,
         "hold_reason": status.hold_reason.value, "run_id": status.run_id,
         "blend_mode": status.blend_mode, "accepted_chunks": status.accepted_chunks,
-        "dropped_chunks": status.dropped_chunks,
+        "dropped_chunks": status.dropped_chunks, "refused_joint_states": status.refused_joint_states,
         "rejected_chunks": sum(status.rejected_chunks.values()),
         **{f"rejected.{r.value}": status.rejected_chunks.get(r, 0) for r in ChunkRejection
            if r is not ChunkRejection.TOO_OLD},
@@ -113,7 +121,14 @@ class SafetyNode(Node):
         self.create_subscription(ActionChunkMsg, cfg.chunk_topic, self._on_chunk, 10)
         self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state,
                                  qos_profile_sensor_data)
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, 10)
+        self._estop_seen: collections.deque[tuple[int, int | None]] = collections.deque(maxlen=64)
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)  # the other one matches
+        self.create_subscription(Bool, cfg.estop.topic, self._on_estop, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+            event_callbacks=quiet)
+        self.create_subscription(Bool, cfg.estop.topic, self._on_estop, QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE),
+            event_callbacks=quiet)
         self.create_service(Trigger, RESET_SERVICE, self._on_reset)
         self.create_service(SetBool, ARM_SERVICE, self._on_arm)
         self._control_timer = self.create_timer(1.0 / cfg.control_rate_hz, self._on_tick)
@@ -134,16 +149,23 @@ class SafetyNode(Node):
             self.get_logger().warning(verdict.message, throttle_duration_sec=1.0)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        received_ns = self.get_clock().now().nanoseconds
         stamp_ns = convert.stamp_to_ns(msg.header.stamp)
         names = self._params.current.joint_names
         with self._lock:
             try:
-                self._core.update_joint_state(convert.joint_positions(msg, names), stamp_ns)
+                self._core.update_joint_state(convert.joint_positions(msg, names), stamp_ns,
+                                              received_ns=received_ns)
             except ObservationError as err:
-                self._core.refuse_joint_state(stamp_ns, str(err))
+                self._core.refuse_joint_state(stamp_ns, str(err), received_ns=received_ns)
 
-    def _on_estop(self, msg: Bool) -> None:
+    def _on_estop(self, msg: Bool, info: dict) -> None:
+        # A reliable publisher reaches both subscriptions with the same sample (same source stamp and number).
+        key = (info["source_timestamp"], info.get("publication_sequence_number"))
         with self._lock:
+            if key in self._estop_seen:
+                return
+            self._estop_seen.append(key)
             self._core.estop(bool(msg.data))
         if msg.data:
             self.get_logger().error("e-stop pressed: holding until released and reset")
@@ -160,7 +182,8 @@ class SafetyNode(Node):
             self._core.arm(bool(request.data))
         response.success = True
         response.message = (f"armed: commands go to {cfg.output.topic}" if request.data
-                            else f"disarmed: commands go to {cfg.output.dry_run_topic}")
+                            else f"disarmed: the arm decelerates to rest, then commands go to "
+                                 f"{cfg.output.dry_run_topic}")
         self.get_logger().info(response.message)
         return response
 
@@ -176,12 +199,11 @@ class SafetyNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         with self._lock:
             result = self._core.tick(now_ns)
-            armed = self._core.armed
             last_reason = self._core.status().last_reason if result.hold_reason is not self._last_hold else ""
         if result.command is not None:
-            msg = (command_to_trajectory(result, cfg.joint_names, cfg.control_rate_hz, now_ns)
+            msg = (command_to_trajectory(result, cfg.joint_names, now_ns)
                    if cfg.output.mode == "joint_trajectory" else command_to_array(result))
-            (self._robot_pub if armed else self._dry_run_pub).publish(msg)
+            (self._robot_pub if result.to_robot else self._dry_run_pub).publish(msg)
         if result.hold_reason is not self._last_hold:
             self._last_hold = result.hold_reason
             # rclpy ties a call site to one severity, hence two calls.

@@ -53,6 +53,7 @@ class DatasetInterface:
     """The robot interface shared by all datasets of a run (becomes the checkpoint's RobotConfig)."""
 
     fps: int
+    robot_type: str  # meta/info.json robot_type, the same for every dataset of a run
     joint_names: tuple[str, ...]  # observation.state order (S,)
     action_names: tuple[str, ...]  # action order (A,)
     camera_names: tuple[str, ...]  # chosen cameras, keys without "observation.images."
@@ -119,6 +120,7 @@ class _Source:
                                  ) from err
         info = self.reader.info
         self.fps = int(self.reader.fps)
+        self.robot_type = str(info.get("robot_type") or "")
         self.joint_names = _feature_names(info["features"], STATE, self.root)
         self.action_names = _feature_names(info["features"], ACTION, self.root)
         self.cameras = {feature[len(CAMERA_PREFIX):]: feature for feature in self.reader.camera_keys
@@ -148,7 +150,7 @@ def _interface(sources: list[_Source], camera_names: Sequence[str], image_size_p
     if not cameras:
         raise ConfigError(f"{first.root}: the dataset has no camera (video feature); the policy needs images")
     for source in sources:
-        for field in ("fps", "joint_names", "action_names"):
+        for field in ("robot_type", "fps", "joint_names", "action_names"):
             if getattr(source, field) != getattr(first, field):
                 raise ConfigError(f"{source.root}: {field} is {getattr(source, field)}, but {first.root} has "
                                   f"{getattr(first, field)}; every dataset of a run must match")
@@ -156,7 +158,11 @@ def _interface(sources: list[_Source], camera_names: Sequence[str], image_size_p
         if missing:
             raise ConfigError(f"{source.root}: has no camera(s) {missing}; it has {sorted(source.cameras)}")
     size = tuple(image_size_px) if image_size_px else first.camera_size(cameras[0])
-    return DatasetInterface(first.fps, first.joint_names, first.action_names, cameras, size)  # type: ignore[arg-type]
+    if not first.robot_type:
+        raise ConfigError(f"{first.root}: meta/info.json has no robot_type; the checkpoint records it so that "
+                          "policy_node can refuse to drive another robot with it")
+    return DatasetInterface(first.fps, first.robot_type, first.joint_names, first.action_names, cameras,  # type: ignore[arg-type]
+                            size)
 
 
 class ChunkDataset(Dataset):

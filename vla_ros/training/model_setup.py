@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def robot_config(config: TrainConfig, interface: DatasetInterface, chunk_size: int) -> RobotConfig:
     """The robot the data was recorded on: names, cameras and image size from the dataset's metadata."""
-    return RobotConfig(joint_names=interface.joint_names, action_names=interface.action_names,
+    return RobotConfig(robot_type=interface.robot_type, joint_names=interface.joint_names,
+                       action_names=interface.action_names,
                        action_space=config.action_space, dt_s=config.action_stride_frames / interface.fps,
                        camera_names=interface.camera_names, camera_image_size_px=interface.image_size_px,
                        chunk_size=chunk_size, state_dim=len(interface.joint_names), use_proprio=config.use_proprio)
