@@ -124,3 +124,40 @@ def test_signal_during_a_goal_aborts_it_with_a_result_the_client_receives(ros, t
     assert result.result.reason == "node shutting down" and result.result.chunk_count >= 20
     text = log_path.read_text()
     assert "Traceback" not in text and "InvalidHandle" not in text and "Goal state not set" not in text, text
+
+
+def test_params_file_without_the_nodes_section_warns(tmp_path):
+    """Bug it catches: a params file with no section for the node (e.g. a misspelt node name) started
+    it on built-in defaults without a word."""
+    params = tmp_path / "params.yaml"
+    params.write_text("saftey_node:\n  ros__parameters:\n    control_rate_hz: 20.0\n")
+    env = dict(os.environ)
+    with open(tmp_path / "log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "vla_ros.ros.safety_node", "--ros-args", "--params-file",
+                                    str(params)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "ready:" in (tmp_path / "log").read_text(), timeout_s=60, what="safety_node ready")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = (tmp_path / "log").read_text()
+    assert f"no parameters for /safety_node in ['{params}']" in text and "built-in default" in text, text
+
+
+def test_wrong_parameter_type_is_answered_with_type_names(ros):
+    """Bug it catches: rclpy's own check answered a string for a float with "Wrong parameter type,
+    expected '3' got '4'"; an integer for a float (`ros2 param set ... 40`) was refused the same way."""
+    from rclpy.parameter import Parameter
+
+    from vla_ros.ros.safety_node import SafetyNode
+
+    node = ros.add(SafetyNode(context=ros.context))
+    (refused,) = node.set_parameters([Parameter("control_rate_hz", Parameter.Type.STRING, "fast")])
+    assert not refused.successful and refused.reason == "control_rate_hz: expected a number, got 'fast'"
+    (accepted,) = node.set_parameters([Parameter("control_rate_hz", Parameter.Type.INTEGER, 40)])
+    assert accepted.successful and node._params.current.control_rate_hz == 40.0
+    (refused,) = node.set_parameters([Parameter("blend.mode", Parameter.Type.INTEGER, 1)])
+    assert not refused.successful and "blend.mode: expected a string, got 1" == refused.reason

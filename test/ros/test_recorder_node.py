@@ -169,7 +169,7 @@ def test_discard_leaves_nothing(ros, tmp_path):
         assert rig.start(task="wave", source="policy").success
         wait_for(lambda: rig.frames() >= 5, timeout_s=20, what="5 recorded frames")
         stopped = rig.stop(keep=False)
-        assert stopped.success and stopped.frame_count == 0 and stopped.path == ""
+        assert stopped.success and stopped.frame_count == 0 and stopped.path == "" and stopped.episode_id == ""
         refused = rig.stop()
     assert not refused.success and "no episode" in refused.message
     assert not (tmp_path / "data").exists() and list((tmp_path / ".staging").iterdir()) == []

@@ -246,8 +246,9 @@ class PolicyNode(Node):
         elif goal.record:
             try:
                 self._stop_episode(f"{['completed', 'canceled', 'aborted'][outcome]}: {reason}")
-            except RuntimeError as err:
+            except RuntimeError as err:  # refused (e.g. discarded: no frame) or no answer: no episode to name
                 reason += f"; recording could not be stopped: {err}"
+                episode_id = ""
         return self._finish(goal_handle, outcome, reason, chunks, episode_id)
 
     def _loop(self, goal_handle, goal: RunPolicy.Goal, run: _GoalRun) -> tuple[int, str, int]:

@@ -222,7 +222,7 @@ class RecorderNode(Node):
             return response
         response.success = summary.kept == request.keep or summary.stop_reason == "low_disk"
         response.message = summary.message
-        response.episode_id = str(summary.episode_index)
+        response.episode_id = str(summary.episode_index) if summary.kept else ""  # a discarded one has no id
         response.path = summary.path
         response.frame_count = summary.frame_count
         log = self.get_logger()

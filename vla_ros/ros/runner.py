@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Callable
 
 import rclpy
@@ -35,6 +36,7 @@ SPIN_TIMEOUT_S = 0.1  # longest the spin thread waits in rcl_wait before looking
 WIND_DOWN_S = 1.2  # a node's begin_shutdown() gets this long, the executor still spinning
 STOP_WITHIN_S = 1.8  # from the signal to the process exit, whatever is still running
 EXIT_REFUSED = 1
+EXIT_CRASHED = 2
 
 
 class _StopSignal:
@@ -64,7 +66,7 @@ def run_node(name: str, make_node: Callable[[], Node], make_executor: Callable[[
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node: Node | None = None
     executor: Executor | None = None
-    refused = False
+    refused = crashed = False
     try:
         try:
             node = make_node()
@@ -82,10 +84,13 @@ def run_node(name: str, make_node: Callable[[], Node], make_executor: Callable[[
         _wind_down(node, executor, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # a bug, not a refusal: the traceback is what a person needs
+        traceback.print_exc()
+        crashed = True
     finally:
         stop.event.set()  # from here on every signal is ignored
         _clean_up(log, node, executor)
-        _exit(log, stop, EXIT_REFUSED if refused else 0)
+        _exit(log, stop, EXIT_CRASHED if crashed else EXIT_REFUSED if refused else 0)
 
 
 def _wind_down(node: Node, executor: Executor, stop: _StopSignal) -> None:

@@ -216,6 +216,7 @@ class ScriptedTeleopNode(Node):
             summary["error"] = f"{type(err).__name__}: {err}"
             self.get_logger().error(f"demonstration {number} failed: {summary['error']}")
             if recording:  # a broken demonstration must not end up in the dataset
+                summary["episode_id"] = ""
                 try:
                     self._call(self._stop_client, StopEpisode.Request(keep=False, is_success=False,
                                                                       notes=summary["error"]), "discard episode")
