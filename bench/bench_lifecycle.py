@@ -1,7 +1,7 @@
 """Start-up and stop times of every node, run as installed entry points (what ros2 run/launch start).
 
 For each node: seconds from spawn to its `ready:` log line, and from the first SIGINT (or SIGTERM) to
-the process exit, idle and busy (policy_node with a goal running, recorder_node while recording;
+the process exit, idle and busy (policy_node with a goal running or still loading, recorder_node while recording;
 sim_robot_node runs throughout as the sensor source). Also policy_node's refusal of a checkpoint
 whose config.json does not match (checked before torch and the weights). Writes
 bench/results/lifecycle.json and lifecycle.png.
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("safety_node", "scripted_teleop_node", "recorder_node", "policy_node"):
                 plan.append((f"{name} idle", name, sig))
             plan.append(("policy_node goal running", "busy_policy", sig))
+            plan.append(("policy_node loading (signal at 5 s)", "loading_policy", sig))
             plan.append(("recorder_node recording", "busy_recorder", sig))
         plan.append(("policy_node contract refusal", "refusal", None))
         for label, what, sig in tqdm(plan, desc="lifecycle"):
@@ -169,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
                 row = busy_policy_stop(node, log_dir, sig)
             elif what == "busy_recorder":
                 row = busy_recorder_stop(node, log_dir, Path(tempfile.mkdtemp(prefix="bench_ds_")), sig)
+            elif what == "loading_policy":
+                proc = Proc("policy_node", log_dir)
+                try:
+                    time.sleep(5.0)  # importing torch and transformers, building the model
+                    assert "ready:" not in proc.log.read_text(), "ready within 5 s: nothing was loading"
+                    row = {}
+                    row["stop_s"], row["exit_code"] = proc.stop(sig)
+                finally:
+                    proc.kill()
             elif what == "refusal":
                 row = refusal(log_dir)
             else:
