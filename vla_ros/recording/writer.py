@@ -94,8 +94,8 @@ class WriterStatus:
     episode_index: int  # -1 when idle
     task: str
     source: str
-    frames_written: int
-    dropped_frames: int
+    frames_written: int  # frames taken into the episode (handed to the table and encoder threads)
+    dropped_frames: int  # frames not taken: a queue was full
     stale_frames: int  # frames written with stale_input (per-stream counts are in the episode report)
     queue_fill: float  # fullest encoder queue, 0..1
     free_disk_mb: float
