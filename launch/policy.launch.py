@@ -8,8 +8,9 @@ Every parameter comes from the config file (ROS params format, one section per n
 checkpoint and device arguments, when given, override policy_node's checkpoint_dir and device;
 left empty, the config file's values apply. Without config_file, the package's config/sim.yaml
 (use_sim:=true) or config/robot.yaml (use_sim:=false) is used. A config file that does not exist
-or a boolean argument that is not a boolean stops the launch before any node starts: a typo must
-never start the nodes on their built-in defaults.
+or a boolean argument that is not a boolean stops the launch before any node starts, and so does a
+config file without a section for a node it would start (or a '/**' section): a typo must never
+start the nodes on their built-in defaults.
 """
 
 from pathlib import Path
@@ -19,6 +20,8 @@ from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from vla_ros.config.files import nodes_without_section
 
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
@@ -46,6 +49,11 @@ def _nodes(context: LaunchContext) -> list[Node]:
         raise FileNotFoundError(f"launch argument config_file:={config_file!r} is not a file; expected a "
                                 "ROS 2 params file with one section per node (see config/robot.yaml)")
     config_file = str(Path(config_file).expanduser())
+    names = ["policy_node", "safety_node"] + (["recorder_node"] if record else []) + (["sim_robot_node"] if use_sim else [])
+    missing = nodes_without_section(config_file, names)  # also refuses a file that is not a params file
+    if missing:
+        raise ValueError(f"config_file {config_file} has no section for {missing} (nor a '/**' one): those nodes "
+                         "would start on their built-in defaults; add a '<node>: {ros__parameters: ...}' section")
 
     policy_overrides = {}
     device = LaunchConfiguration("device").perform(context)

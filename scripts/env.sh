@@ -16,6 +16,11 @@ _vla_py=""
 for _d in "$_vla_root"/install/vla_ros_interfaces/lib/python3*/site-packages "$_vla_root"/install/vla_ros_interfaces/local/lib/python3*/dist-packages; do
   [ -d "$_d" ] && _vla_py="$_d"
 done
+# vla_ros's own install: its metadata is what the installed entry points (install/vla_ros/lib/vla_ros/*,
+# run by `ros2 run` and `ros2 launch`) look up; without it they die with PackageNotFoundError.
+for _d in "$_vla_root"/install/vla_ros/lib/python3*/site-packages "$_vla_root"/install/vla_ros/local/lib/python3*/dist-packages; do
+  [ -d "$_d" ] && _vla_py="${_vla_py:+$_vla_py:}$_d"
+done
 # The source tree comes first so edits take effect without a rebuild.
 export PYTHONPATH="$_vla_root:$_vla_py${PYTHONPATH:+:$PYTHONPATH}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"

@@ -31,3 +31,18 @@ def test_parameter_docs_are_current():
     doc = ROOT / "docs" / "parameters.md"
     assert doc.exists() and doc.read_text() == markdown(), \
         "docs/parameters.md is stale: run `python -m vla_ros.config --markdown docs/parameters.md`"
+
+
+def test_params_file_without_a_node_section_is_named(tmp_path):
+    """Bug it catches: the launch file promised never to start nodes on built-in defaults, yet a
+    config file with no section for a node (a typo in its name) started it silently."""
+    from vla_ros.config.files import nodes_without_section
+
+    path = tmp_path / "p.yaml"
+    path.write_text("policy_node:\n  ros__parameters: {device: cpu}\nsaftey_node:\n  ros__parameters: {}\n")
+    assert nodes_without_section(path, ["policy_node", "safety_node", "recorder_node"]) == ["safety_node",
+                                                                                         "recorder_node"]
+    path.write_text("/**:\n  ros__parameters: {}\n")
+    assert nodes_without_section(path, ["policy_node"]) == []
+    for name in ("sim.yaml", "robot.yaml"):  # the shipped files the launch file falls back to
+        assert nodes_without_section(ROOT / "config" / name, ["policy_node", "safety_node", "recorder_node"]) == []

@@ -41,6 +41,73 @@ def test_mono8_becomes_grey_rgb():
     np.testing.assert_array_equal(out[..., 1], grey)
 
 
+# A scene of flat colour patches (8x8 each): away from the patch edges demosaicing and 4:2:2 chroma
+# are exact up to rounding, so the decoded image can be compared with the truth.
+_PATCH_COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 220],
+                           [180, 140, 20], [20, 150, 160], [90, 90, 90], [160, 40, 170]], np.uint8)
+SCENE = np.kron(_PATCH_COLOURS.reshape(2, 4, 3).transpose(2, 0, 1), np.ones((8, 8), np.uint8)).transpose(1, 2, 0)
+INTERIOR = np.zeros(SCENE.shape[:2], bool)
+for _r in range(2):
+    for _c in range(4):
+        INTERIOR[_r * 8 + 2:_r * 8 + 6, _c * 8 + 2:_c * 8 + 6] = True
+
+
+def _bayer(pattern: str) -> np.ndarray:
+    """The mosaic a sensor with this 2x2 pattern (e.g. 'rggb': R G / G B) records of SCENE."""
+    mosaic = np.zeros(SCENE.shape[:2], np.uint8)
+    for i, colour in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        mosaic[dy::2, dx::2] = SCENE[dy::2, dx::2, "rgb".index(colour)]
+    return mosaic[..., None]
+
+
+_CAMERA_ENCODINGS = {  # encoding -> (raw pixels of SCENE as the driver sends them, OpenCV's own decoding)
+    "yuv422": (lambda: cv2.cvtColor(SCENE, cv2.COLOR_RGB2YUV_UYVY), cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (lambda: cv2.cvtColor(SCENE, cv2.COLOR_RGB2YUV_UYVY), cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (lambda: cv2.cvtColor(SCENE, cv2.COLOR_RGB2YUV_YUY2), cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (lambda: cv2.cvtColor(SCENE, cv2.COLOR_RGB2YUV_YUY2), cv2.COLOR_YUV2RGB_YUY2),
+    "bayer_rggb8": (lambda: _bayer("rggb"), cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (lambda: _bayer("bggr"), cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (lambda: _bayer("gbrg"), cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (lambda: _bayer("grbg"), cv2.COLOR_BayerGB2RGB),
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(_CAMERA_ENCODINGS))
+@pytest.mark.parametrize("pad", [0, 5])
+def test_camera_driver_encodings_match_opencv_and_the_scene(encoding, pad):
+    """Bug it catches: yuv422/uyvy/yuyv (v4l2, usb_cam) and bayer_*8 (machine-vision cameras) refused,
+    or decoded with the wrong byte order or Bayer phase (colours swapped)."""
+    make, code = _CAMERA_ENCODINGS[encoding]
+    raw = np.ascontiguousarray(make())
+    if encoding in ("yuv422", "uyvy"):  # U Y0 V Y1: every second byte is luma
+        assert len(np.unique(raw[:8, :8].reshape(-1)[1::2])) == 1
+    elif encoding in ("yuv422_yuy2", "yuyv"):  # Y0 U Y1 V
+        assert len(np.unique(raw[:8, :8].reshape(-1)[0::2])) == 1
+    out = convert.image_to_rgb(_image(encoding, raw, pad))
+    np.testing.assert_array_equal(out, cv2.cvtColor(raw, code))  # OpenCV's own conversion
+    error = np.abs(out.astype(int) - SCENE.astype(int))[INTERIOR]
+    assert error.max() <= 3, (encoding, error.max())
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_mono16_keeps_the_top_byte(bigendian):
+    depth = (RGB[..., 0].astype(np.uint16) << 8) | RGB[..., 1]  # low byte: detail below 8 bits
+    raw = depth.astype(">u2" if bigendian else "<u2").view(np.uint8).reshape(5, 14)
+    msg = _image("mono16", raw[..., None], pad=4)
+    msg.width, msg.is_bigendian = 7, bigendian
+    out = convert.image_to_rgb(msg)
+    expected = cv2.cvtColor((depth >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_odd_width_yuv422_is_refused():
+    msg = _image("yuyv", np.zeros((4, 6, 1), np.uint8))
+    msg.width = 3
+    with pytest.raises(ObservationError, match="must be even"):
+        convert.image_to_rgb(msg)
+
+
 def test_unknown_encoding_is_named():
     with pytest.raises(ObservationError, match="16UC1"):
         convert.image_to_rgb(_image("16UC1", RGB))

@@ -300,3 +300,17 @@ def test_goals_abort_and_are_rejected_while_safety_reports_the_estop_latched(ros
         assert not client.send(max_chunks=1).accepted
         publish_status(latched=False)
         wait_for(lambda: client.send(max_chunks=1).accepted, what="goals accepted after the reset")
+
+
+def test_aborted_goal_whose_episode_was_discarded_names_no_episode(ros, tmp_path):
+    """Bug it catches: a goal aborted before any frame (the recorder discards an empty episode)
+    still returned episode_id '0', an episode that does not exist."""
+    from vla_ros.config.recorder import RecorderConfig
+    from vla_ros.ros.recorder_node import RecorderNode
+
+    ros.add(RecorderNode(RecorderConfig(dataset_root=str(tmp_path), min_free_disk_mb=0), context=ros.context))
+    start_policy_node(ros, observation_wait_s=0.3)
+    client = GoalClient(ros)
+    result = client.result(client.send(record=True))  # no sensors: aborts waiting for an observation
+    assert result.outcome == Result.OUTCOME_ABORTED and "no fresh observation" in result.reason
+    assert "discarded" in result.reason and result.episode_id == "", result

@@ -169,7 +169,7 @@ def test_discard_leaves_nothing(ros, tmp_path):
         assert rig.start(task="wave", source="policy").success
         wait_for(lambda: rig.frames() >= 5, timeout_s=20, what="5 recorded frames")
         stopped = rig.stop(keep=False)
-        assert stopped.success and stopped.frame_count == 0 and stopped.path == ""
+        assert stopped.success and stopped.frame_count == 0 and stopped.path == "" and stopped.episode_id == ""
         refused = rig.stop()
     assert not refused.success and "no episode" in refused.message
     assert not (tmp_path / "data").exists() and list((tmp_path / ".staging").iterdir()) == []
@@ -221,7 +221,8 @@ def _recorder_args(root: Path) -> list[str]:
             "-p", "command_type:=float64_array", "-p", "min_free_disk_mb:=0", "-p", "status_period_s:=0.1"]
 
 
-def test_recorder_process_stopped_with_sigint_keeps_its_episode(ros, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_recorder_process_stopped_with_a_signal_keeps_its_episode(ros, tmp_path, sig):
     log_path = tmp_path.parent / f"{tmp_path.name}_recorder.log"
     with open(log_path, "w") as log, Rig(ros) as rig:
         process = subprocess.Popen(_recorder_args(tmp_path), env=os.environ.copy(), stdout=log,
@@ -230,7 +231,7 @@ def test_recorder_process_stopped_with_sigint_keeps_its_episode(ros, tmp_path):
             wait_for(lambda: rig.status.get("recording") == "False", timeout_s=60, what="recorder_node process")
             assert rig.start(task="interrupted").success
             wait_for(lambda: rig.frames() >= 10, timeout_s=30, what="10 frames in the recorder process")
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sig)
             assert process.wait(timeout=30) == 0, log_path.read_text()
         finally:
             if process.poll() is None:

@@ -103,21 +103,31 @@ def test_episode_mcap_has_the_topics_message_counts_and_decodable_messages(tmp_p
     assert validate_dataset(tmp_path / "ds").ok
 
 
-def test_salvage_keeps_the_complete_chunks_of_a_file_cut_short(tmp_path):
+def test_salvage_keeps_every_message_flushed_before_the_cut(tmp_path):
+    """Bug it catches: flush() only flushed the file, so messages sat in the open 1 MB chunk and a
+    kill -9 of a low-rate recording (joint states alone) lost every one of them."""
     path = tmp_path / "live.mcap"
     writer = McapEpisodeWriter(path)
-    for i in range(40):  # ~100 kB each: 1 MB chunks close every ~10 messages
-        writer.write("/camera/image_raw", "sensor_msgs/msg/Image", image_msg(i, 120, 280), BASE_NS + i)
+    for i in range(5):  # a few hundred bytes: far from filling a chunk
+        writer.write("/joint_states", "sensor_msgs/msg/JointState", joint_state(i), BASE_NS + i)
     writer.flush()
+    early = tmp_path / "killed_early.mcap"
+    shutil.copy(path, early)  # a kill -9 right after the flush
+    for i in range(40):  # ~100 kB each: a 1 MB chunk closes by size after ~10 of them
+        writer.write("/camera/image_raw", "sensor_msgs/msg/Image", image_msg(i, 120, 280), BASE_NS + 10 + i)
+    writer.write("/joint_states", "sensor_msgs/msg/JointState", joint_state(99), BASE_NS + 99)  # never flushed
     cut = tmp_path / "killed.mcap"
     shutil.copy(path, cut)  # what a SIGKILL leaves: closed chunks on disk, no summary, no footer
     writer.close()
     with open(cut, "rb") as f, pytest.raises(McapError):  # an ordinary reader cannot open it
         make_reader(f).get_summary()
+    assert salvage_mcap(early, tmp_path / "early.mcap") == 5
+    assert read_mcap(tmp_path / "early.mcap")[0] == {"/joint_states": 5}
     out = tmp_path / "salvaged.mcap"
     n = salvage_mcap(cut, out)
-    assert 10 <= n < 40
     counts, decoded = read_mcap(out)
-    assert counts == {"/camera/image_raw": n}
-    assert [m.data[0] for _, m in decoded] == list(range(n))
-    assert np.all([m.width == 280 for _, m in decoded])
+    assert counts["/joint_states"] == 5  # everything before the flush
+    assert 10 <= counts.get("/camera/image_raw", 0) < 40 and n == sum(counts.values())
+    images = [m for topic, m in decoded if topic == "/camera/image_raw"]
+    assert [m.data[0] for m in images] == list(range(len(images)))
+    assert np.all([m.width == 280 for m in images])

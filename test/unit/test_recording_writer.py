@@ -246,6 +246,26 @@ def test_camera_gap_flags_frames_stale_and_keeps_uniform_timing(tmp_path):
     assert validate_dataset(tmp_path).ok
 
 
+def test_status_stale_frames_counts_frames_not_streams(tmp_path):
+    """Bug it catches: the status's stale_frames summed the per-stream counts, so a frame with both
+    cameras stale counted twice."""
+    w = DatasetWriter(tmp_path, make_spec(), options(max_skew_s=0.15))
+    w.start_episode("pick", "teleop")
+    for i in range(20):
+        t = BASE_NS + i * NS // FPS
+        if not 5 <= i < 10:  # both cameras silent for half a second
+            w.add_image("wrist", image(1, i, 32, 48), t)
+            w.add_image("front", image(0, i, 48, 64), t)
+        w.add_joint_state(state_at(t), t)
+        w.add_command(np.zeros(3), t)
+    status = w.status()
+    s = w.stop_episode()
+    table = LeRobotDatasetReader(tmp_path).episode_table(0)
+    assert int(table["stale_input"].sum()) == 4 == s.report["stale_frames"]
+    assert s.report["streams"]["image.wrist"]["stale_frames"] + s.report["streams"]["image.front"]["stale_frames"] == 8
+    assert status.stale_frames == 4 and status.frames_written == 20
+
+
 def test_chunk_and_intervention_columns(tmp_path):
     w = DatasetWriter(tmp_path, make_spec(), options())
     w.start_episode("pick", "policy")

@@ -22,7 +22,17 @@ def markdown() -> str:
     lines = ["# Parameters", "",
              "Generated from the config classes by `python -m vla_ros.config --markdown docs/parameters.md`; "
              "a test keeps it current. Live: the parameter can change while the node runs "
-             "(`ros2 param set`), validated all-or-nothing; the others need a restart.", ""]
+             "(`ros2 param set`); the others need a restart. Every change is validated against the whole "
+             "config (ranges, choices, types named in the answer, cross-field rules) and refused with the "
+             "reason, nothing changed.", "",
+             "Several values at once: `ros2 param set` and a plain `set_parameters` request apply their "
+             "values one at a time (a bad one is refused, the good ones before and after it are applied). "
+             "To change several values all-or-nothing, call the node's `set_parameters_atomically` "
+             "service, e.g. `ros2 service call /safety_node/set_parameters_atomically "
+             "rcl_interfaces/srv/SetParametersAtomically \"{parameters: [{name: control_rate_hz, value: "
+             "{type: 3, double_value: 100.0}}, {name: blend.mode, value: {type: 4, string_value: "
+             "newest}}]}\"` (type 3 = double, 4 = string, 2 = integer, 1 = bool); from Python, "
+             "`rclpy.parameter_client.AsyncParameterClient.set_parameters_atomically`.", ""]
     for node in NODE_CONFIGS:
         lines += [f"## {node}", "", "| parameter | type | default | range / choices | live | description |",
                   "| --- | --- | --- | --- | --- | --- |"]

@@ -34,6 +34,14 @@ def read_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def nodes_without_section(path: str | Path, nodes: list[str]) -> list[str]:
+    """The nodes of `nodes` that a params file gives no section (and no '/**' section either)."""
+    params = read_params_file(path)
+    if "**" in params:
+        return []
+    return [node for node in nodes if node.lstrip("/") not in params]
+
+
 def load_config(path: str | Path, node: str, cls: type, overrides: dict[str, Any] | None = None) -> Any:
     """The validated config of `node` from a params file ('/**' applies to every node)."""
     params = read_params_file(path)

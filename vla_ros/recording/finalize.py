@@ -8,14 +8,17 @@ Staging directory <root>/.staging/episode_NNNNNN/ while an episode records:
     episode.mcap        optional raw messages
 Finalising builds every output file under staging/commit/ at its dataset-relative path, including
 the new meta/tasks.parquet, meta/stats.json and meta/info.json, fsyncs them, then writes the COMMIT
-marker (the commit point). Applying moves each file into place with os.replace, info.json last,
-then removes the staging directory. Applying again after a crash is harmless (moved files are gone
-from staging), so a staging directory with COMMIT is always completed at the next start.
+marker (the commit point). Until then nothing is moved out of the staging directory (the MCAP is
+hard-linked), so a crash before the marker leaves every staged file for recovery. Applying moves
+each file into place with os.replace, info.json last, then renames the staging directory to
+<name>.removed and deletes it. Applying again after a crash is harmless (moved files are gone from
+staging), so a staging directory with COMMIT is always completed at the next start.
 
 A staging directory without COMMIT is an episode cut short (kill -9, power loss): its rows are read
 up to the last complete record batch, each video up to its last complete fragment (and checked
-frame by frame by decoding), the MCAP up to its last complete chunk; frames present in the table
-and in every video are kept and the episode is finalised with recovered=true. If nothing usable is
+frame by frame by decoding), the MCAP up to its last complete chunk (chunks close every second);
+frames present in the table and in every video are kept and the episode is finalised with
+recovered=true, its report counting what was kept. If nothing usable is
 left, the directory moves to <root>/quarantine/ with a REASON.txt; finalised episodes are never
 touched either way.
 """
@@ -247,19 +250,10 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
 
     report = layout.read_json(staging / REPORT_JSON) if (staging / REPORT_JSON).exists() else {}
     warnings = list(episode.get("warnings", []))
+    mcap_rel, mcap_kept = _commit_mcap(staging, commit, episode_index, recovered)
     if recovered:
-        lost = len(row_grid) - n
-        warnings.append(f"recovered after the recorder stopped unexpectedly; {n} frames kept"
-                        + (f", {lost} table rows without video dropped" if lost else ""))
-    mcap_rel = ""
-    if (staging / MCAP_FILE).exists():
-        mcap_rel = layout.mcap_path(episode_index)
-        mcap_dst = commit / mcap_rel
-        mcap_dst.parent.mkdir(parents=True, exist_ok=True)
-        if recovered:
-            salvage_mcap(staging / MCAP_FILE, mcap_dst)
-        else:
-            os.replace(staging / MCAP_FILE, mcap_dst)
+        report, more = _recovered_report(report, n, len(row_grid), mcap_kept)
+        warnings += more
 
     chunk_index, file_index = layout.chunk_file(episode_index)
     duration_s = (kept[-1] + 1) / fps
@@ -319,7 +313,7 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
         fileio.fsync_path(commit / rel)
     for d in {(commit / rel).parent for rel in order}:
         fileio.fsync_path(d)
-    marker = {"episode_index": episode_index, "files": order}
+    marker = {"episode_index": episode_index, "files": order, "length": n, "mcap_messages": mcap_kept}
     tmp = staging / (COMMIT_MARKER + ".tmp")
     with open(tmp, "w") as f:
         json.dump(marker, f)
@@ -331,8 +325,60 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
     return CommitResult(episode_index, n, duration_s, tuple(warnings), mcap_rel, report)
 
 
-def apply_commit(root: Path, staging: Path) -> int:
-    """Move a committed episode's files into place (idempotent); returns its episode index."""
+def _commit_mcap(staging: Path, commit: Path, episode_index: int, recovered: bool) -> tuple[str, int | None]:
+    """Put the episode's MCAP under commit/; returns (dataset-relative path or '', messages kept or None).
+
+    The staged file is hard-linked (or copied), never moved: until the COMMIT marker exists a crash
+    makes the next start rebuild commit/ from staging/, so staging/ must still hold every file.
+    """
+    src = staging / MCAP_FILE
+    if not src.exists():
+        return "", None
+    rel = layout.mcap_path(episode_index)
+    dst = commit / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if recovered:  # possibly cut short: copy what can be read into a complete file
+        return rel, salvage_mcap(src, dst)
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(src, dst)
+    return rel, None
+
+
+def _recovered_report(report: dict[str, Any], kept_frames: int, table_rows: int,
+                      mcap_kept: int | None) -> tuple[dict[str, Any], list[str]]:
+    """The report of a recovered episode counts what was kept; what the recorder last saw goes under
+    report['recovery'] (it is rewritten every second, so it may be behind the files)."""
+    report = json.loads(json.dumps(report))
+    seen_frames = report.get("frames")
+    seen_mcap = report.get("mcap", {}).get("messages")
+    report["recovery"] = {"frames_reported": seen_frames, "table_rows": table_rows, "frames_kept": kept_frames,
+                          "mcap_messages_reported": seen_mcap, "mcap_messages_kept": mcap_kept}
+    report["frames"] = kept_frames
+    text = f"recovered after the recorder stopped unexpectedly; {kept_frames} frames kept"
+    if table_rows > kept_frames:
+        text += f", {table_rows - kept_frames} table rows without video dropped"
+    if mcap_kept is not None:
+        report.setdefault("mcap", {})["messages"] = mcap_kept
+        text += f"; MCAP: {mcap_kept} messages kept"
+        if seen_mcap is not None and seen_mcap > mcap_kept:
+            text += f" ({seen_mcap} were counted about a second before the stop)"
+    elif seen_mcap:
+        text += f"; MCAP: the file is missing ({seen_mcap} messages were counted)"
+        report.setdefault("mcap", {})["messages"] = 0
+    return report, [text]
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedCommit:
+    episode_index: int
+    length: int
+    mcap_messages: int | None
+
+
+def apply_commit(root: Path, staging: Path) -> AppliedCommit:
+    """Move a committed episode's files into place (idempotent), then remove its staging directory."""
     marker = layout.read_json(staging / COMMIT_MARKER)
     commit = staging / COMMIT_DIR
     for rel in marker["files"]:
@@ -342,9 +388,27 @@ def apply_commit(root: Path, staging: Path) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
         fileio.fsync_path(dst.parent)
-    shutil.rmtree(staging)
+    remove_staging(staging)
+    return AppliedCommit(int(marker["episode_index"]), int(marker.get("length", 0)), marker.get("mcap_messages"))
+
+
+REMOVED_SUFFIX = ".removed"
+
+
+def remove_staging(staging: Path) -> None:
+    """Delete a staging directory all at once as far as recovery can tell.
+
+    shutil.rmtree deletes in directory order: a kill half-way could leave episode.json and
+    frames.arrows without COMMIT, which the next start would take for an episode cut short and
+    record a second time (or bring back a discarded one). Renaming first is atomic;
+    `<name>.removed` directories are only ever deleted.
+    """
+    doomed = staging.with_name(staging.name + REMOVED_SUFFIX)
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.replace(staging, doomed)
     fileio.fsync_path(staging.parent)
-    return int(marker["episode_index"])
+    shutil.rmtree(doomed)
 
 
 def quarantine(root: Path, staging: Path, reason: str) -> Path:

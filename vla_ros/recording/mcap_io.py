@@ -139,8 +139,9 @@ class McapEpisodeWriter:
         self.messages += 1
 
     def flush(self) -> None:
-        """Push written chunks to the OS (a killed process then loses only the open chunk)."""
-        self._file.flush()
+        """Close the open chunk and hand everything to the OS: a process killed after this loses
+        nothing written before it, however few messages the chunk held (mcap's Writer.flush)."""
+        self._writer.flush()
 
     def close(self) -> None:
         try:

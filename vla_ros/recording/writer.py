@@ -46,6 +46,7 @@ INTERVENTION_STREAM = "intervention"
 _MAX_SIZE_CHANGES_LISTED = 100  # a camera flickering between sizes must not bloat the metadata
 _MCAP_QUEUE_MESSAGES = 4096
 _MCAP_QUEUE_BYTES = 256 * MB  # raw images are ~1 MB each: bound the bytes, not just the count
+MCAP_FLUSH_PERIOD_S = 1.0  # longest a written MCAP message waits in an open chunk (what a kill -9 loses)
 
 
 def image_stream(camera_key: str) -> str:
@@ -93,9 +94,9 @@ class WriterStatus:
     episode_index: int  # -1 when idle
     task: str
     source: str
-    frames_written: int
-    dropped_frames: int
-    stale_frames: int
+    frames_written: int  # frames taken into the episode (handed to the table and encoder threads)
+    dropped_frames: int  # frames not taken: a queue was full
+    stale_frames: int  # frames written with stale_input (per-stream counts are in the episode report)
     queue_fill: float  # fullest encoder queue, 0..1
     free_disk_mb: float
     errors: tuple[str, ...]
@@ -132,6 +133,7 @@ class _Episode:
         self.accepting = True  # guarded by the writer's lock
         self.frames_written = 0
         self.dropped_frames = 0
+        self.stale_frames = 0  # written frames with stale_input (one per frame, whatever the streams)
         self.rejected: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.size_changes: list[dict[str, Any]] = []
         self.size_change_count = 0
@@ -164,6 +166,7 @@ class _Episode:
             for key, q in self.camera_queues.items():
                 q.put_nowait((frame.grid_index, frame.samples[image_stream(key)].payload))
             self.frames_written += 1
+            self.stale_frames += bool(frame.stale_streams)
 
     def _row(self, frame: SampledFrame) -> tuple:
         s = frame.samples
@@ -187,6 +190,7 @@ class _Episode:
         return {
             "frames": self.frames_written,
             "dropped_frames": self.dropped_frames,
+            "stale_frames": self.stale_frames,
             "streams": streams,
             "rejected": {k: dict(v) for k, v in self.rejected.items()},
             "image_size_changes": list(self.size_changes),
@@ -302,21 +306,33 @@ class _Episode:
         assert self.mcap_queue is not None
         mcap = None
         last_flush = time.monotonic()
+        unflushed = 0
         try:
             mcap = McapEpisodeWriter(self.staging / finalize.MCAP_FILE, self.writer.mcap_search_prefixes)
-            while (item := self.mcap_queue.get()) is not None:
-                topic, type_name, data, log_time_ns = item
-                with self.writer._lock:
-                    self.mcap_queued_bytes -= len(data)
+            while True:
                 try:
-                    mcap.write(topic, type_name, data, log_time_ns)
-                    self.mcap_messages += 1
-                except RecordingError as err:
-                    if not self.mcap_errors[topic]:
-                        log.warning("episode %d: MCAP skips %s: %s", self.index, topic, err)
-                    self.mcap_errors[topic] += 1
-                if time.monotonic() - last_flush >= 1.0:
+                    item = self.mcap_queue.get(timeout=MCAP_FLUSH_PERIOD_S / 4)
+                except queue.Empty:
+                    item = ()  # nothing new: only check whether the open chunk is due
+                if item is None:
+                    break
+                if item:
+                    topic, type_name, data, log_time_ns = item
+                    with self.writer._lock:
+                        self.mcap_queued_bytes -= len(data)
+                    try:
+                        mcap.write(topic, type_name, data, log_time_ns)
+                        self.mcap_messages += 1
+                        unflushed += 1
+                    except RecordingError as err:
+                        if not self.mcap_errors[topic]:
+                            log.warning("episode %d: MCAP skips %s: %s", self.index, topic, err)
+                        self.mcap_errors[topic] += 1
+                # Chunks close by time, not only by size: a 10 Hz topic alone would fill a 1 MB
+                # chunk in minutes, all of which a kill -9 would lose.
+                if unflushed and time.monotonic() - last_flush >= MCAP_FLUSH_PERIOD_S:
                     mcap.flush()
+                    unflushed = 0
                     last_flush = time.monotonic()
             mcap.close()
             mcap = None
@@ -393,10 +409,15 @@ class DatasetWriter:
             return []
         reports = []
         dirs = sorted(p for p in staging_root.iterdir() if p.is_dir())
+        for d in [p for p in dirs if p.name.endswith(finalize.REMOVED_SUFFIX)]:
+            shutil.rmtree(d)  # applied or discarded; its deletion was cut short
+        dirs = [p for p in dirs if not p.name.endswith(finalize.REMOVED_SUFFIX)]
         for d in [p for p in dirs if (p / finalize.COMMIT_MARKER).exists()]:
-            index = finalize.apply_commit(self.root, d)
-            reports.append(RecoveryReport(str(d), "completed", index, 0, "commit replayed"))
-            log.warning("completed the interrupted finalisation of episode %d", index)
+            applied = finalize.apply_commit(self.root, d)
+            mcap = "" if applied.mcap_messages is None else f", {applied.mcap_messages} MCAP messages"
+            reports.append(RecoveryReport(str(d), "completed", applied.episode_index, applied.length,
+                                          f"commit replayed: {applied.length} frames{mcap}"))
+            log.warning("completed the interrupted finalisation of episode %d", applied.episode_index)
         self._meta = DatasetMeta.load(self.root)
         for d in [p for p in dirs if p.exists()]:
             reports.append(self._recover_one(d))
@@ -590,8 +611,8 @@ class DatasetWriter:
                 return WriterStatus(False, -1, "", "", 0, 0, 0, 0.0, free_mb,
                                     tuple(ep.errors) if ep is not None else (), total)
             fill = max((q.qsize() / q.maxsize for q in ep.camera_queues.values()), default=0.0)
-            stale = sum(c.stale_frames for c in ep.sampler.counts.values())
-            return WriterStatus(True, ep.index, ep.task, ep.source, ep.frames_written, ep.dropped_frames, stale,
+            return WriterStatus(True, ep.index, ep.task, ep.source, ep.frames_written, ep.dropped_frames,
+                                ep.stale_frames,
                                 fill, free_mb, tuple(ep.errors), total)
 
     @property
@@ -640,11 +661,11 @@ class DatasetWriter:
                                   tuple(warnings) + more, report, str(self.root / mcap) if mcap else "")
 
         if not keep:
-            shutil.rmtree(ep.staging)
+            finalize.remove_staging(ep.staging)
             log.info("episode %d discarded", ep.index)
             return summary(False, 0, 0.0)
         if ep.frames_written == 0:
-            shutil.rmtree(ep.staging)
+            finalize.remove_staging(ep.staging)
             missing = [s for s, c in ep.sampler.counts.items() if c.accepted == 0
                        and s not in (CHUNK_STREAM, INTERVENTION_STREAM)]
             why = (f"no frame: stream(s) {missing} delivered no message" if missing

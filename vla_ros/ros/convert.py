@@ -10,13 +10,26 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from vla_ros.errors import ChunkError, ObservationError
 from vla_ros.types import ActionChunk
 
-# encoding -> (channels, conversion to RGB or None when already RGB)
+# encoding -> (channels per pixel, bytes per channel, OpenCV conversion to RGB or None when already RGB).
+# Names as sensor_msgs/image_encodings.hpp spells them. YUV 4:2:2 is packed two bytes per pixel:
+# "yuv422"/"uyvy" are U Y0 V Y1 (v4l2 UYVY), "yuv422_yuy2"/"yuyv" are Y0 U Y1 V (YUYV). OpenCV names a
+# Bayer pattern by the second row's second and third pixels, so ROS's rggb is OpenCV's BG (cv_bridge's
+# table too). mono16 is scaled to 8 bits (the top byte).
 _ENCODINGS = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
+    "rgb8": (3, 1, None),
+    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
+    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
+    "yuv422": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    "bayer_rggb8": (1, 1, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, 1, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGB2RGB),
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
@@ -31,23 +44,29 @@ def ns_to_stamp(stamp_ns: int) -> Time:
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a sensor_msgs/Image; handles row padding (`step`)."""
+    """(H, W, 3) uint8 RGB from a sensor_msgs/Image of any SUPPORTED_ENCODINGS; handles row padding
+    (`step`) and is_bigendian (mono16). Raises ObservationError naming an unsupported encoding."""
     if msg.encoding not in _ENCODINGS:
         raise ObservationError(f"image encoding {msg.encoding!r} is not supported; "
                                f"use one of {list(SUPPORTED_ENCODINGS)}")
-    channels, conversion = _ENCODINGS[msg.encoding]
+    channels, depth, conversion = _ENCODINGS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * channels
+    row_bytes = width * channels * depth
     if height == 0 or width == 0:
         raise ObservationError(f"image is empty ({height}x{width})")
+    if conversion in (cv2.COLOR_YUV2RGB_UYVY, cv2.COLOR_YUV2RGB_YUY2) and width % 2:
+        raise ObservationError(f"{msg.encoding} image: width {width} must be even (two pixels share U and V)")
     if step < row_bytes or len(msg.data) < step * height:
         raise ObservationError(f"malformed {msg.encoding} image: {height}x{width} needs step >= {row_bytes} "
                                f"and {step * height} bytes, got step {step} and {len(msg.data)} bytes")
     buf = np.frombuffer(msg.data, dtype=np.uint8, count=step * height).reshape(height, step)
-    pixels = buf[:, :row_bytes].reshape(height, width, channels)
+    pixels = np.ascontiguousarray(buf[:, :row_bytes])
+    if depth == 2:  # mono16: keep the top byte
+        pixels = (pixels.view(">u2" if msg.is_bigendian else "<u2") >> 8).astype(np.uint8)
+    pixels = pixels.reshape(height, width, channels)
     if conversion is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+        return pixels
+    return cv2.cvtColor(pixels, conversion)
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:

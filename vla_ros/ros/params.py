@@ -8,6 +8,7 @@ a change. Non-dynamic fields are declared read-only: they need a restart.
 
 from __future__ import annotations
 
+import sys
 import threading
 import typing
 from typing import Any, Callable
@@ -36,7 +37,10 @@ def _descriptor(spec: FieldSpec) -> ParameterDescriptor:
         text += f" One of: {', '.join(meta.choices)}."
     if not meta.dynamic:
         text += " (restart required to change)"
-    desc = ParameterDescriptor(name=spec.name, description=text, read_only=not meta.dynamic)
+    # dynamic_typing: rclpy's own type check answers "Wrong parameter type, expected '3' got '4'";
+    # with it off, the schema checks the type in the on-set callback and names it ("expected a number,
+    # got 'fast'"), and an integer given for a float (`ros2 param set ... rate 50`) is accepted.
+    desc = ParameterDescriptor(name=spec.name, description=text, read_only=not meta.dynamic, dynamic_typing=True)
     if typing.get_origin(spec.type) is tuple:
         desc.type = _ARRAY_TYPES[typing.get_args(spec.type)[0]]
         return desc
@@ -54,6 +58,20 @@ def _to_python(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return list(value)
+
+
+def params_files(argv: list[str]) -> list[str]:
+    """The --params-file arguments of a ROS command line (what launch passes a node)."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
+
+
+def _warn_if_no_section(node: Node) -> None:
+    """A params file with no section for this node (nor '/**') leaves every parameter at its
+    built-in default: say so, or a typo in a node name goes unnoticed."""
+    files = params_files(sys.argv)
+    if files and not getattr(node, "_parameter_overrides", {"unknown": None}):
+        node.get_logger().warning(f"no parameters for {node.get_fully_qualified_name()} in {files} (no section "
+                                  "with its name nor '/**'): every parameter has its built-in default")
 
 
 class ParamBinding:
@@ -77,13 +95,16 @@ class ParamBinding:
             default = defaults[name]
             initial = _EMPTY_TYPES[typing.get_args(spec.type)[0]] if default == () else \
                 (list(default) if isinstance(default, tuple) else default)
+            descriptor = _descriptor(spec)
+            descriptor.dynamic_typing = default != ()  # rclpy declares an empty array by its type only
             try:
-                param = node.declare_parameter(name, initial, _descriptor(spec))
+                param = node.declare_parameter(name, initial, descriptor)
             except ParameterException as err:  # wrong type in a params file, out of range, ...
                 raise ConfigError(f"parameter {name}: {err}") from err
             value = _to_python(param.value)
             values[name] = default if value is None else value
         self._current = from_flat(self._cls, values)
+        _warn_if_no_section(node)
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._apply)
 

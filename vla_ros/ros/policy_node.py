@@ -12,10 +12,13 @@ running goal aborts, both with the reason (a dry run, i.e. disarmed, is not an e
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -29,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from vla_ros.config.policy import PolicyNodeConfig
-from vla_ros.errors import ObservationError, PolicyMismatchError, StaleObservationError
+from vla_ros.errors import CheckpointError, ConfigError, ObservationError, PolicyMismatchError, StaleObservationError
 from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros import convert
@@ -37,15 +40,17 @@ from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
-from vla_ros.types import ACTION_SPACES, ActionChunk, Policy
+from vla_ros.types import ACTION_SPACES, ActionChunk, Policy, PolicySpec
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 
 Result = RunPolicy.Result
+RESULT_SEND_GRACE_S = 0.3
+CHECKPOINT_CONFIG = "config.json"  # vla_ros.model.checkpoint.CONFIG_FILE (that module imports torch)
 
 
-def check_policy_matches(policy: Policy, cfg: PolicyNodeConfig) -> None:
+def check_policy_matches(policy: Policy | CheckpointContract, cfg: PolicyNodeConfig) -> None:
     """Raise PolicyMismatchError naming every difference between the policy and the config."""
     spec = policy.spec
     problems = []
@@ -69,10 +74,35 @@ def check_policy_matches(policy: Policy, cfg: PolicyNodeConfig) -> None:
         raise PolicyMismatchError("policy does not match the config: " + "; ".join(problems))
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointContract:
+    """What a checkpoint's config.json promises, read without torch or weights (check_policy_matches
+    takes it like a Policy: a mismatch is refused before seconds of loading)."""
+
+    spec: PolicySpec
+
+
+def read_contract(path: str | Path) -> CheckpointContract:
+    from vla_ros.model.configuration import DeepVisionConfig  # torch-free
+
+    config_path = Path(path) / CHECKPOINT_CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} not found: {path} is not a vla_ros checkpoint directory")
+    try:
+        robot = DeepVisionConfig.load_json(config_path).robot
+    except (json.JSONDecodeError, ConfigError, TypeError) as err:
+        raise CheckpointError(f"{config_path} is not a valid DeepVisionConfig: {err}") from err
+    return CheckpointContract(PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
+                                         action_space=robot.action_space, horizon=robot.chunk_size, dt_s=robot.dt_s,
+                                         camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px,
+                                         robot_type=robot.robot_type))
+
+
 def load_policy(cfg: PolicyNodeConfig) -> Policy:
+    path = cfg.checkpoint_dir or str(default_checkpoint_dir())
+    check_policy_matches(read_contract(path), cfg)  # before torch and the weights
     from vla_ros.model.policy import DeepVisionPolicy  # torch is imported only when a model is needed
 
-    path = cfg.checkpoint_dir or str(default_checkpoint_dir())
     fast = {"auto": None, "on": True, "off": False}[cfg.fast_inference]
     return DeepVisionPolicy.from_checkpoint(path, device=cfg.device, fast_inference=fast)
 
@@ -87,6 +117,10 @@ class _GoalRun:
 class PolicyNode(Node):
     def __init__(self, policy: Policy | None = None, config: PolicyNodeConfig | None = None,
                  **node_kwargs: Any) -> None:
+        self._shutting_down = threading.Event()  # before anything can raise: destroy_node may see a half-built node
+        self._goal_lock = threading.Lock()
+        self._active: _GoalRun | None = None
+        self._goal_ended_s = 0.0  # monotonic time the last goal's execute callback returned
         super().__init__("policy_node", **node_kwargs)
         self._params = ParamBinding(self, config or PolicyNodeConfig(), on_change=self._on_params_changed)
         cfg = self._params.current
@@ -95,8 +129,6 @@ class PolicyNode(Node):
         self._policy.set_keep_ratio(cfg.keep_ratio)
         self._gate = ObservationGate(cfg.camera_topics, cfg.joint_states_topic)
         self._chunk_id = 0
-        self._goal_lock = threading.Lock()
-        self._active: _GoalRun | None = None
         self._idle = threading.Condition(self._goal_lock)
         self._estop_reason = ""  # non-empty while safety_node reports the e-stop latched
 
@@ -153,7 +185,25 @@ class PolicyNode(Node):
             self._policy.set_keep_ratio(new.keep_ratio)
 
     # -- goals --
+    def begin_shutdown(self) -> Callable[[], bool]:
+        """Stop taking goals and end the running one (ABORTED "node shutting down"); returns whether
+        it has ended, its result sent (the runner keeps the executor spinning meanwhile)."""
+        self._shutting_down.set()
+        # rclpy sends the result from a task it schedules after the execute callback returns: give
+        # that task a moment of the still-spinning executor before calling the goal done.
+        return lambda: self._active is None and time.monotonic() - self._goal_ended_s >= RESULT_SEND_GRACE_S
+
+    def destroy_node(self) -> None:
+        self.begin_shutdown()
+        deadline = time.monotonic() + 1.0  # a goal still publishing would find its publisher destroyed
+        while self._active is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        super().destroy_node()
+
     def _on_goal(self, goal: RunPolicy.Goal) -> GoalResponse:
+        if self._shutting_down.is_set():
+            self.get_logger().warning("goal rejected: the node is shutting down")
+            return GoalResponse.REJECT
         if not goal.instruction.strip():
             self.get_logger().warning("goal rejected: empty instruction")
             return GoalResponse.REJECT
@@ -176,14 +226,17 @@ class PolicyNode(Node):
         run = _GoalRun()
         with self._goal_lock:
             # A preempted goal is still finishing: wait for it so only one goal ever publishes.
-            while self._active is not None:
+            while self._active is not None and not self._shutting_down.is_set():
                 self._idle.wait(timeout=0.1)
+            if self._active is not None:
+                return self._finish(goal_handle, Result.OUTCOME_ABORTED, "node shutting down", 0, "")
             self._active = run
         try:
             return self._run_goal(goal_handle, run)
         finally:
             with self._goal_lock:
                 self._active = None
+                self._goal_ended_s = time.monotonic()
                 self._idle.notify_all()
 
     def _finish(self, goal_handle, outcome: int, reason: str, chunks: int, episode_id: str) -> RunPolicy.Result:
@@ -212,11 +265,14 @@ class PolicyNode(Node):
             except RuntimeError as err:
                 return self._finish(goal_handle, Result.OUTCOME_ABORTED, f"recording: {err}", 0, "")
         outcome, reason, chunks = self._loop(goal_handle, goal, run)
-        if goal.record:
+        if goal.record and self._shutting_down.is_set():
+            reason += "; the recorder finalises the episode when it stops"
+        elif goal.record:
             try:
                 self._stop_episode(f"{['completed', 'canceled', 'aborted'][outcome]}: {reason}")
-            except RuntimeError as err:
+            except RuntimeError as err:  # refused (e.g. discarded: no frame) or no answer: no episode to name
                 reason += f"; recording could not be stopped: {err}"
+                episode_id = ""
         return self._finish(goal_handle, outcome, reason, chunks, episode_id)
 
     def _loop(self, goal_handle, goal: RunPolicy.Goal, run: _GoalRun) -> tuple[int, str, int]:
@@ -230,9 +286,8 @@ class PolicyNode(Node):
                 return Result.OUTCOME_CANCELED, "canceled", chunks
             if run.preempted.is_set():
                 return Result.OUTCOME_ABORTED, "preempted by a new goal", chunks
-            if self._estop_reason:
-                return Result.OUTCOME_ABORTED, self._estop_reason, chunks
-            if not rclpy.ok(context=self.context):
+from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
+from vla_ros.types import ACTION_SPACES, ActionChunk, Policy, PolicySpec
                 return Result.OUTCOME_ABORTED, "node shutting down", chunks
             if goal.time_limit_s > 0 and time.monotonic() - start >= goal.time_limit_s:
                 return Result.OUTCOME_COMPLETED, f"time limit {goal.time_limit_s:.1f} s reached", chunks

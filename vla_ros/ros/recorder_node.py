@@ -17,6 +17,7 @@ convert messages. A message the node cannot convert is counted in the episode's 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -50,6 +51,8 @@ def type_name(msg_type: type) -> str:
 
 class RecorderNode(Node):
     def __init__(self, config: RecorderConfig | None = None, **node_kwargs: Any) -> None:
+        self._writer: DatasetWriter | None = None  # before anything can raise: destroy_node may see a half-built node
+        self._closing: threading.Thread | None = None
         super().__init__("recorder_node", **node_kwargs)
         self._params = ParamBinding(self, config or RecorderConfig())
         cfg = self._params.current
@@ -219,7 +222,7 @@ class RecorderNode(Node):
             return response
         response.success = summary.kept == request.keep or summary.stop_reason == "low_disk"
         response.message = summary.message
-        response.episode_id = str(summary.episode_index)
+        response.episode_id = str(summary.episode_index) if summary.kept else ""  # a discarded one has no id
         response.path = summary.path
         response.frame_count = summary.frame_count
         log = self.get_logger()
@@ -252,12 +255,27 @@ class RecorderNode(Node):
 
     def close(self) -> EpisodeSummary | None:
         """Finalise a running episode (kept, stop_reason=shutdown)."""
-        return self._writer.close()
+        return self._writer.close() if self._writer is not None else None
 
-    def destroy_node(self) -> None:
+    def _close_and_log(self) -> None:
         summary = self.close()
         if summary is not None:
             self.get_logger().info(f"shutdown: {summary.message}")
+
+    def begin_shutdown(self) -> Callable[[], bool]:
+        """Finalise the running episode on a thread; returns whether that is done. A finalisation
+        the runner does not wait for is completed from the staged files at the next start."""
+        if self._closing is None:
+            self._closing = threading.Thread(target=self._close_and_log, name="recorder-close")
+            self._closing.start()
+        return lambda: not self._closing.is_alive()
+
+    def destroy_node(self) -> None:
+        if self._closing is None:
+            self._close_and_log()
+        elif self._closing.is_alive():
+            self.get_logger().warning("shutdown: the episode is still being finalised; if this process ends "
+                                      "first, the next start completes it from its staged files")
         super().destroy_node()
 
 

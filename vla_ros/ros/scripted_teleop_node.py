@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -58,6 +58,8 @@ class TeleopError(VlaRosError):
 
 class ScriptedTeleopNode(Node):
     def __init__(self, config: ScriptedTeleopConfig | None = None, **node_kwargs: Any) -> None:
+        self._stop = threading.Event()  # before anything can raise: destroy_node may see a half-built node
+        self._thread: threading.Thread | None = None
         super().__init__("scripted_teleop_node", **node_kwargs)
         self._params = ParamBinding(self, config or ScriptedTeleopConfig())
         cfg = self._params.current
@@ -67,7 +69,6 @@ class ScriptedTeleopNode(Node):
         self._task_result: dict[str, Any] = {}
         self._running = False
         self._demonstrations = 0
-        self._stop = threading.Event()
         inputs = ReentrantCallbackGroup()
         self.create_subscription(String, cfg.state_topic, self._on_state, QoSProfile(depth=1), callback_group=inputs)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -79,7 +80,6 @@ class ScriptedTeleopNode(Node):
         self._start_client = self.create_client(StartEpisode, RECORDER_START_SERVICE, callback_group=clients)
         self._stop_client = self.create_client(StopEpisode, RECORDER_STOP_SERVICE, callback_group=clients)
         self.create_service(Trigger, START_SERVICE, self._on_start, callback_group=MutuallyExclusiveCallbackGroup())
-        self._thread: threading.Thread | None = None
         self.get_logger().info(f"ready: {START_SERVICE} runs one demonstration at {cfg.control_rate_hz} Hz on "
                                f"{cfg.command_topic}, recording {'on' if cfg.record else 'off'}")
 
@@ -216,6 +216,7 @@ class ScriptedTeleopNode(Node):
             summary["error"] = f"{type(err).__name__}: {err}"
             self.get_logger().error(f"demonstration {number} failed: {summary['error']}")
             if recording:  # a broken demonstration must not end up in the dataset
+                summary["episode_id"] = ""
                 try:
                     self._call(self._stop_client, StopEpisode.Request(keep=False, is_success=False,
                                                                       notes=summary["error"]), "discard episode")
@@ -226,10 +227,16 @@ class ScriptedTeleopNode(Node):
             with self._lock:
                 self._running = False
 
+    def begin_shutdown(self) -> Callable[[], bool]:
+        """End a running demonstration (it discards its episode through the recorder while the
+        executor still spins); returns whether it has ended."""
+        self._stop.set()
+        return lambda: self._thread is None or not self._thread.is_alive()
+
     def destroy_node(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=1.0)
         super().destroy_node()
 
 

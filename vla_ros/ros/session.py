@@ -153,7 +153,8 @@ class SimSession:
 
     def _spin(self) -> None:
         try:
-            self._executor.spin()
+            while self._context.ok():  # a bounded wait: never parked in rcl_wait after a shutdown
+                self._executor.spin_once(timeout_sec=0.1)
         except (ExternalShutdownException, RuntimeError):
             pass
 

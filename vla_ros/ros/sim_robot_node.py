@@ -73,6 +73,8 @@ def trajectory_to_points(msg: JointTrajectory, joint_names: tuple[str, ...]) -> 
 
 class SimRobotNode(Node):
     def __init__(self, config: SimConfig | None = None, **node_kwargs: Any) -> None:
+        self._stop = threading.Event()  # before anything can raise: destroy_node may see a half-built node
+        self._thread: threading.Thread | None = None
         super().__init__("sim_robot_node", **node_kwargs)
         self._params = ParamBinding(self, config or SimConfig(), on_change=self._on_params_changed)
         cfg = self._params.current
@@ -91,7 +93,6 @@ class SimRobotNode(Node):
             self.create_subscription(Float64MultiArray, cfg.command_topic, self._on_array, commands)
         self.create_service(Trigger, RESET_SERVICE, self._on_reset)
         self._publish_result()
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim_robot", daemon=True)
         self._thread.start()
         self.get_logger().info(f"ready: task {cfg.task} seed {cfg.seed}, commands on {cfg.command_topic} "
@@ -184,7 +185,8 @@ class SimRobotNode(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)  # one tick: a step and a render
         super().destroy_node()
 
 
