@@ -263,12 +263,10 @@ class PolicyNode(Node):
         timeout = self._params.current.recorder_timeout_s
         if not client.wait_for_service(timeout_sec=timeout):
             raise RuntimeError(f"service {client.srv_name} not available after {timeout:.1f} s")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout) or future.result() is None:
-            raise RuntimeError(f"{what}: no answer from {client.srv_name} within {timeout:.1f} s")
-        response = future.result()
+        try:
+            response = client.call(request, timeout_sec=timeout)
+        except TimeoutError:
+            raise RuntimeError(f"{what}: no answer from {client.srv_name} within {timeout:.1f} s") from None
         if not response.success:
             raise RuntimeError(f"{what} refused: {response.message}")
         return response
