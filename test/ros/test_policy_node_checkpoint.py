@@ -41,6 +41,7 @@ def test_policy_node_runs_a_trained_checkpoint(ros, trained_checkpoint, fast_inf
         assert chunk.horizon == 8 and chunk.dt == pytest.approx(1.0 / FPS)
         actions = np.asarray(chunk.actions).reshape(8, len(JOINTS))
         assert np.all(np.isfinite(actions))
+    wait_for(lambda: len(client.feedback) == 2, what="2 feedback messages")  # not ordered with the result
     assert client.feedback[0].kept_expert_tokens == 32  # tiny expert: 8x8 patches, keep ratio 0.5
     assert node._policy.fast_inference is (fast_inference == "on")  # the static forward built and served
 

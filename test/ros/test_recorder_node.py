@@ -84,11 +84,7 @@ class Rig:
     def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
         client = self.node.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=timeout_s), f"{name} not available"
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        assert done.wait(timeout_s), f"no answer from {name}"
-        return future.result()
+        return client.call(request, timeout_sec=timeout_s)
 
     def start(self, task: str = "", source: str = "") -> StartEpisode.Response:
         return self.call(StartEpisode, START_SERVICE, StartEpisode.Request(task=task, source=source))

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -73,17 +72,11 @@ class SafetyClient:
     def call(self, srv_type, name: str, request):
         client = self.node.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=10.0), f"{name} not available"
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        assert done.wait(10.0), f"no answer from {name}"
-        return future.result()
+        return client.call(request, timeout_sec=10.0)
 
     def set_parameter(self, name: str, value: float):
-        param = ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
-                                                             double_value=value))
         return self.call(SetParameters, "/safety_node/set_parameters",
-                         SetParameters.Request(parameters=[param])).results[0]
+                         SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])).results[0]
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -104,19 +102,12 @@ def test_float64_array_commands(ros):
 def _call(node, srv_type, name: str, request):
     client = node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=10.0), f"service {name} not found"
-    done = threading.Event()
-    holder = {}
-    client.call_async(request).add_done_callback(lambda fut: (holder.setdefault("r", fut.result()), done.set()))
-    assert done.wait(10.0), f"no response from {name}"
-    return holder["r"]
+    return client.call(request, timeout_sec=10.0)
 
 
 def test_task_and_seed_parameters_reset_the_sim(ros):
     _, listener = start(ros)
-    params = [ParameterMsg(name="task", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                             string_value="write")),
-              ParameterMsg(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER,
-                                                             integer_value=11))]
+    params = [Parameter("task", value="write").to_parameter_msg(), Parameter("seed", value=11).to_parameter_msg()]
     results = _call(listener.node, SetParameters, "/sim_robot_node/set_parameters",
                     SetParameters.Request(parameters=params)).results
     assert all(r.successful for r in results), [r.reason for r in results]
@@ -124,8 +115,7 @@ def test_task_and_seed_parameters_reset_the_sim(ros):
              and listener.results[-1]["seed"] == 11, what="a write task result")
     assert listener.results[-1]["instruction"] == "write the letter N on the paper"
 
-    bad = [ParameterMsg(name="task", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                          string_value="juggle"))]
+    bad = [Parameter("task", value="juggle").to_parameter_msg()]
     result = _call(listener.node, SetParameters, "/sim_robot_node/set_parameters",
                    SetParameters.Request(parameters=bad)).results[0]
     assert not result.successful and "not one of" in result.reason

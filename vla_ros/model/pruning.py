@@ -1,7 +1,7 @@
 """AGVP: action-guided visual pruning of the expert's patch tokens (DV §3.3.3, Fig. 3b).
 
-The fast path recomputes attention only for the H action-query rows (B, Hq, H, N) rather than the full
-(B, Hq, N, N) map; `saliency_from_full_attention` is its reference twin, used by the tests.
+Attention is recomputed only for the H action-query rows (B, Hq, H, N) rather than the full (B, Hq, N, N)
+map; test_pruning checks it against the full map written out.
 """
 
 from __future__ import annotations
@@ -26,22 +26,6 @@ def action_to_vision_saliency(q_action: torch.Tensor, k: torch.Tensor, action_ke
     scores = scores.masked_fill(~action_key_mask[:, None, None], float("-inf"))
     probs = scores.softmax(dim=-1).flatten(1, 2)  # (B, Hq, H, N)
     return _visual_mass(probs, visual_index, renormalize)
-
-
-def saliency_from_full_attention(probs: torch.Tensor, action_index: torch.Tensor, visual_index: torch.Tensor,
-                                 renormalize: bool = False) -> torch.Tensor:
-    """Reference twin: full probabilities (B, Hq, N, N) -> (B, C, Nv), selecting rows and columns afterwards."""
-    return _visual_mass(probs[:, :, action_index], visual_index, renormalize)
-
-
-def full_attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Eager attention probabilities for every row.
-
-    q (B, Hq, N, D), k (B, Hkv, N, D), mask (B, N, N) -> (B, Hq, N, N).
-    """
-    k_full = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    scores = q.float() @ k_full.transpose(-1, -2) * scale
-    return scores.masked_fill(~mask[:, None], float("-inf")).softmax(dim=-1)
 
 
 def _visual_mass(probs: torch.Tensor, visual_index: torch.Tensor, renormalize: bool) -> torch.Tensor:

@@ -286,8 +286,9 @@ class PolicyNode(Node):
                 return Result.OUTCOME_CANCELED, "canceled", chunks
             if run.preempted.is_set():
                 return Result.OUTCOME_ABORTED, "preempted by a new goal", chunks
-from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
-from vla_ros.types import ACTION_SPACES, ActionChunk, Policy, PolicySpec
+            if self._estop_reason:
+                return Result.OUTCOME_ABORTED, self._estop_reason, chunks
+            if self._shutting_down.is_set() or not rclpy.ok(context=self.context):
                 return Result.OUTCOME_ABORTED, "node shutting down", chunks
             if goal.time_limit_s > 0 and time.monotonic() - start >= goal.time_limit_s:
                 return Result.OUTCOME_COMPLETED, f"time limit {goal.time_limit_s:.1f} s reached", chunks
@@ -343,12 +344,10 @@ from vla_ros.types import ACTION_SPACES, ActionChunk, Policy, PolicySpec
         timeout = self._params.current.recorder_timeout_s
         if not client.wait_for_service(timeout_sec=timeout):
             raise RuntimeError(f"service {client.srv_name} not available after {timeout:.1f} s")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout) or future.result() is None:
-            raise RuntimeError(f"{what}: no answer from {client.srv_name} within {timeout:.1f} s")
-        response = future.result()
+        try:
+            response = client.call(request, timeout_sec=timeout)
+        except TimeoutError:
+            raise RuntimeError(f"{what}: no answer from {client.srv_name} within {timeout:.1f} s") from None
         if not response.success:
             raise RuntimeError(f"{what} refused: {response.message}")
         return response

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -79,16 +78,6 @@ class EpisodeReport:
         return float(np.percentile(np.asarray(self.inference_s) * 1e3, q)) if self.inference_s else float("nan")
 
 
-def _param_value(value: Any) -> ParameterValue:
-    if isinstance(value, bool):
-        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-    if isinstance(value, int):
-        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-    if isinstance(value, float):
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))
-
-
 class SimSession:
     """Start the nodes, then `reset(task, seed)` and `run_episode(...)` as often as needed."""
 
@@ -107,6 +96,7 @@ class SimSession:
         self._commands: list[tuple[int, np.ndarray]] = []  # (receive time ns, positions) of this episode
         self._status: dict[str, str] = {}
         self._task_result: dict[str, Any] = {}
+        self._received = {"status": 0, "task_result": 0}  # messages so far, to wait for ones after an event
         self._joints: list[np.ndarray] = []
         self._chunks: list[ActionChunkMsg] = []
         self.capture_period_s = capture_period_s  # > 0: keep a camera frame this often during episodes
@@ -181,6 +171,7 @@ class SimSession:
     # -- subscriptions --
     def _on_task_result(self, msg: String) -> None:
         with self._lock:
+            self._received["task_result"] += 1
             self._task_result = json.loads(msg.data)
             if (self._task_result.get("success") and self._episode_start_s is not None
                     and self._success_time_s is None):
@@ -190,6 +181,7 @@ class SimSession:
         if msg.status:
             with self._lock:
                 self._status = {kv.key: kv.value for kv in msg.status[0].values}
+                self._received["status"] += 1
 
     def _on_command(self, msg: JointTrajectory) -> None:
         if msg.points:
@@ -221,8 +213,8 @@ class SimSession:
     # -- driving --
     def reset(self, task: str, seed: int, timeout_s: float = 30.0) -> str:
         """Reset the sim to `task` with `seed`; returns the task's instruction."""
-        request = SetParameters.Request(parameters=[ParameterMsg(name="task", value=_param_value(task)),
-                                                    ParameterMsg(name="seed", value=_param_value(int(seed)))])
+        request = SetParameters.Request(parameters=[Parameter("task", value=str(task)).to_parameter_msg(),
+                                                    Parameter("seed", value=int(seed)).to_parameter_msg()])
         future = self._sim_params.call_async(request)
         self._wait(future.done, timeout_s, "the sim to accept task and seed")
         refused = [r.reason for r in future.result().results if not r.successful]
@@ -267,7 +259,13 @@ class SimSession:
             time.sleep(0.1)
         result = result_future.result().result
         duration_s = time.monotonic() - started
-        time.sleep(0.6)  # let the last status and task result (2 Hz) arrive
+        # Feedback is not ordered with the result: one per chunk. Status and task result come at 2 Hz: the
+        # second of each after the result was certainly published after it.
+        self._wait(lambda: len(feedback) >= result.chunk_count, 10.0, "the goal's feedback")
+        with self._lock:
+            seen = dict(self._received)
+        self._wait(lambda: all(self._received[k] >= seen[k] + 2 for k in seen), 10.0,
+                   "a safety status and a task result after the goal")
         with self._lock:
             after, task_result, joints = dict(self._status), dict(self._task_result), list(self._joints)
             commands, frames = list(self._commands), list(self._frames)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from vla_ros.errors import ConfigError
 from vla_ros.training.config import TrainConfig
@@ -57,25 +58,26 @@ def build_optimizer(objective: nn.Module, config: TrainConfig) -> torch.optim.Ad
     return torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps)
 
 
-@dataclasses.dataclass
-class WarmupCosine:
-    """lr multiplier at optimizer step `step` (0-based): linear warm-up from 0, then cosine to min_lr."""
-
-    peak_lr: float
-    min_lr: float
-    warmup_steps: int
-    total_steps: int
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        floor = min(self.min_lr, self.peak_lr)
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        lr = floor + (self.peak_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return lr / self.peak_lr
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> LambdaLR:
-    warmup = config.resolved_warmup_steps()
-    schedules = [WarmupCosine(group["lr"], config.min_lr, warmup, config.steps) for group in optimizer.param_groups]
-    return LambdaLR(optimizer, schedules)
+    """Per group: linear warm-up from peak/(w+1) to the peak, then a half cosine down to min(min_lr, peak).
+
+    The multiplier is transformers' cosine-with-floor schedule. Its warm-up starts at 0, so the first optimizer
+    step would not move the weights; reading it one step later, with one more warm-up and one more total step,
+    gives (step+1)/(w+1) during warm-up and the same cosine after. Past config.steps the value of that step holds.
+    """
+    warmup, total = config.resolved_warmup_steps(), config.steps
+    multipliers = [_cosine_with_floor(warmup + 1, total + 1, min(config.min_lr, group["lr"]) / group["lr"])
+                   for group in optimizer.param_groups]
+    return LambdaLR(optimizer, [functools.partial(_shifted, multiplier, total) for multiplier in multipliers])
+
+
+def _cosine_with_floor(warmup_steps: int, total_steps: int, floor_ratio: float) -> Callable[[int], float]:
+    """transformers' multiplier function (its builder wraps one in a LambdaLR over a single floor ratio; the
+    groups here have one floor ratio each, so the function is taken from a builder run on a stand-in)."""
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return get_cosine_with_min_lr_schedule_with_warmup(stand_in, warmup_steps, total_steps,
+                                                       min_lr_rate=floor_ratio).lr_lambdas[0]
+
+
+def _shifted(multiplier: Callable[[int], float], total_steps: int, step: int) -> float:
+    return multiplier(min(step, total_steps) + 1)
