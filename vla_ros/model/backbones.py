@@ -6,7 +6,9 @@ Everything else in model/ goes through the accessors below, so a transformers up
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -179,14 +181,23 @@ def project_vla_qkv(layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor, s
     return q, k, v
 
 
-def dinov3_shallow_forward(expert: DINOv3ViTModel, pixels: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """DINOv3 embeddings and its first `num_layers` layers: (n, 3, He, We) -> (n, prefix + P, C_e)."""
+def dinov3_shallow_forward(expert: DINOv3ViTModel, pixels: torch.Tensor, num_layers: int,
+                           layer_call: Callable[..., Any] | None = None) -> torch.Tensor:
+    """DINOv3 embeddings and its first `num_layers` layers: (n, 3, He, We) -> (n, prefix + P, C_e).
+
+    layer_call(fn, *args) runs each layer when given (DeepVisionVLA.layer_call: activation checkpointing).
+    """
     pixels = pixels.to(expert.embeddings.patch_embeddings.weight.dtype)
     tokens = expert.embeddings(pixels)
     rope = expert.rope_embeddings(pixels)
     for layer in expert_layers(expert)[:num_layers]:
-        tokens = layer(tokens, position_embeddings=rope)
+        tokens = (layer(tokens, position_embeddings=rope) if layer_call is None
+                  else layer_call(_dinov3_layer, layer, tokens, rope))
     return tokens
+
+
+def _dinov3_layer(layer: nn.Module, tokens: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return layer(tokens, position_embeddings=rope)
 
 
 def repeat_kv_heads(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
@@ -229,13 +240,14 @@ def qwen_vision_grid(visual: nn.Module, grid_h_patches: int, grid_w_patches: int
     return VisionGrid(index.to(device), weight.to(device), position.to(device))
 
 
-def qwen_vision_forward(visual: nn.Module, pixels: torch.Tensor, grid: VisionGrid
-                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def qwen_vision_forward(visual: nn.Module, pixels: torch.Tensor, grid: VisionGrid,
+                        layer_call: Callable[..., Any] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Qwen3VLVisionModel.forward for equally sized images, with no host sync and one batched SDPA per block.
 
     pixels (n * P, 3 * T * p * p) in Qwen's patch layout -> merged tokens (n * P / 4, C_llm) and one
     DeepStack feature of the same shape per deepstack index. Same ops as HF's SDPA path; HF's per-image
-    attention loop becomes a batch dimension.
+    attention loop becomes a batch dimension. layer_call(fn, *args) runs each block when given (activation
+    checkpointing).
     """
     per_image = grid.patches_per_image
     num_images = pixels.shape[0] // per_image
@@ -245,12 +257,18 @@ def qwen_vision_forward(visual: nn.Module, pixels: torch.Tensor, grid: VisionGri
     cos, sin = visual.rotary_pos_emb(hidden, grid.rope_position.repeat(num_images, 1))  # (n * P, D) each
     deepstack = []
     for index, block in enumerate(visual.blocks):
-        hidden = hidden + _vision_attention(block.attn, block.norm1(hidden), cos, sin, num_images)
-        hidden = hidden + block.mlp(block.norm2(hidden))
+        hidden = (_vision_block(block, hidden, cos, sin, num_images) if layer_call is None
+                  else layer_call(_vision_block, block, hidden, cos, sin, num_images))
         if index in visual.deepstack_visual_indexes:
             merger = visual.deepstack_merger_list[visual.deepstack_visual_indexes.index(index)]
             deepstack.append(merger(hidden))
     return visual.merger(hidden), deepstack
+
+
+def _vision_block(block: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_images: int
+                  ) -> torch.Tensor:
+    hidden = hidden + _vision_attention(block.attn, block.norm1(hidden), cos, sin, num_images)
+    return hidden + block.mlp(block.norm2(hidden))
 
 
 def _vision_attention(attn: nn.Module, normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import ContextManager
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, s
 # timer sees only the launch of expert_shallow, so time stages with expert_stream=None.
 STAGES = ("expert_shallow", "vla_vision", "prepare", "llm_shallow", "agvp", "coupled", "head")
 StageTimer = Callable[[str], ContextManager[None]]  # stage name -> context around that stage's work
+# Runs one transformer layer step: layer_call(fn, *args) must return fn(*args). Training sets one to checkpoint
+# activations per layer (vla_ros.training.strategy) or to measure them (vla_ros.training.plan).
+LayerCall = Callable[..., Any]
 
 
 def _untimed(name: str) -> ContextManager[None]:
@@ -69,6 +72,7 @@ class DeepVisionVLA(nn.Module):
         self.action_head = build_head(config.head, text.hidden_size, robot.action_dim)
         self.keep_ratio = config.pruning.keep_ratio  # run-time value, changed by set_keep_ratio
         self._vision_grids: dict[torch.device, backbones.VisionGrid] = {}  # per device, filled on first use
+        self.layer_call: LayerCall | None = None  # per-layer hook (activation checkpointing); None: direct call
 
     @classmethod
     def from_base_weights(cls, config: DeepVisionConfig, dtype: torch.dtype = torch.float32) -> DeepVisionVLA:
@@ -139,7 +143,7 @@ class DeepVisionVLA(nn.Module):
         saliency_layers = set(cfg.pruning.saliency_layers) if use_agvp else set()
         for index in range(len(layers) - num_coupled):
             with stage("llm_shallow"):
-                z, q, k = decoder_layer_forward(layers[index], z, rope, mask)
+                z, q, k = self._layer(decoder_layer_forward, layers[index], z, rope, mask)
             if index in saliency_layers:
                 with stage("agvp"), torch.no_grad():
                     layer_map = action_to_vision_saliency(q[:, :, -horizon:], k, mask[:, -horizon:], visual_index,
@@ -176,9 +180,9 @@ class DeepVisionVLA(nn.Module):
                 pair = self.pairs[0 if cfg.coupling.share_aligners else j]
                 update = j < num_coupled - 1
                 with stage("coupled"):
-                    z, e_next = pair(layers[len(layers) - num_coupled + j],
-                                     expert_layer_list[len(expert_layer_list) - num_coupled + j],
-                                     z, e, rope, expert_rope, coupled_mask, update_expert=update)
+                    z, e_next = self._layer(pair, layers[len(layers) - num_coupled + j],
+                                            expert_layer_list[len(expert_layer_list) - num_coupled + j],
+                                            z, e, rope, expert_rope, coupled_mask, update)
                 e = e_next if update else e
 
         # §5.5 step 6: final norm and the action head on the H action tokens.
@@ -201,7 +205,8 @@ class DeepVisionVLA(nn.Module):
             merge = self.config.vlm.vision.spatial_merge_size
             grid = backbones.qwen_vision_grid(self.vlm.visual, grid_h * merge, grid_w * merge, pixels.device)
             self._vision_grids[pixels.device] = grid
-        pooled, deepstack = backbones.qwen_vision_forward(self.vlm.visual, pixels.to(self.vlm.visual.dtype), grid)
+        pooled, deepstack = backbones.qwen_vision_forward(self.vlm.visual, pixels.to(self.vlm.visual.dtype), grid,
+                                                          self.layer_call)
         batch, width = inputs.batch_size, pooled.shape[-1]
         return pooled.view(batch, -1, width), [feature.view(batch, -1, width) for feature in deepstack]
 
@@ -227,7 +232,11 @@ class DeepVisionVLA(nn.Module):
     def _expert_shallow(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B*C, 3, He, We) -> (B*C, prefix + P, C_e) after the expert layers that are not coupled."""
         num_shallow = len(backbones.expert_layers(self.expert)) - self.config.coupling.num_layers
-        return backbones.dinov3_shallow_forward(self.expert, pixels, num_shallow)
+        return backbones.dinov3_shallow_forward(self.expert, pixels, num_shallow, self.layer_call)
+
+    def _layer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """One layer step through the layer_call hook (activation checkpointing); a plain call without one."""
+        return fn(*args) if self.layer_call is None else self.layer_call(fn, *args)
 
     def _check_kept_index(self, kept_patch_index: torch.Tensor, batch: int) -> torch.Tensor:
         """A caller's fixed patch selection must be (B, C, K) long with 1 <= K <= patches per camera."""

@@ -16,6 +16,7 @@ from typing import Any
 from vla_ros.config.schema import flatten, from_flat, iter_fields, param
 from vla_ros.errors import ConfigError
 from vla_ros.model.normalization import NORM_MODES
+from vla_ros.training.strategy import AC_MODES, STRATEGIES
 from vla_ros.types import ACTION_SPACES
 
 MODEL_PRESETS = ("tiny", "paper")
@@ -24,7 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TRAIN_CONFIG_FILE = "train_config.json"
 # Fields that may differ when a run is resumed: they change neither the data order nor the arithmetic.
 RESUMABLE_CHANGES = ("save_every", "keep_last_checkpoints", "log_every", "num_workers", "frame_cache_mb",
-                     "progress")
+                     "progress", "gpu_memory_gib")
 
 
 def _fail(field: str, value: Any, rule: str) -> None:
@@ -95,6 +96,29 @@ class TrainConfig:
     device: str = param("auto", "auto: cuda (this process's local rank) when available, else cpu",
                         choices=DEVICES)
 
+    # ---- strategy: how the model is held and trained (vla_ros/training/strategy.py) ----
+    strategy: str = param("ddp", "ddp: a whole fp32 copy per process (DDP over torchrun's processes); full: FSDP2 "
+                          "shards of parameters, gradients and optimizer state across torchrun's processes "
+                          "(sharded checkpoints); lora: peft LoRA adapters on frozen base weights, new modules "
+                          "fully trained", choices=STRATEGIES)
+    activation_checkpointing: str = param("auto", "Recompute each transformer layer's activations in backward "
+                                          "instead of keeping them; auto: on from 0.5 B parameters (paper size)",
+                                          choices=AC_MODES)
+    freeze_vision_tower: bool = param(False, "Freeze the Qwen3-VL vision tower (no gradients, no adapters)")
+    freeze_expert_shallow: bool = param(False, "Freeze the DINOv3 expert's uncoupled (shallow) layers and "
+                                        "embeddings (no gradients, no adapters)")
+    lora_rank: int = param(16, "LoRA rank r", range=(1, 4096))
+    lora_alpha: float = param(32.0, "LoRA alpha (adapter scale alpha / r)", range=(1e-6, 1e6))
+    lora_dropout: float = param(0.0, "Dropout on the LoRA branch input", range=(0.0, 0.99))
+    lora_targets: tuple[str, ...] = param(("llm", "expert_coupled"), "LoRA targets: parts (llm: the LLM's "
+                                          "attention and MLP projections; expert_coupled / expert_shallow: the "
+                                          "expert's coupled / uncoupled layers; vision_tower) or regexes over "
+                                          "DeepVisionVLA module names")
+    lr_lora: float = param(1e-4, "Peak learning rate of the LoRA adapters", range=(0.0, 1.0))
+    gpu_memory_gib: float = param(0.0, "Per-GPU memory the run must fit in (the memory plan refuses a run that "
+                                  "does not) [GiB]; 0: the CUDA device's total memory, no check on CPU",
+                                  range=(0.0, 1e6))
+
     # ---- ROCKET auxiliary alignment (deepvision_vla.md §4), off by default ----
     rocket: bool = param(False, "Add ROCKET's multi-layer alignment of VLA visual tokens to a frozen DINOv3")
     rocket_weight: float = param(0.5, "Weight of the alignment loss (ROCKET: 0.5 on LIBERO)", range=(0.0, 100.0))
@@ -146,6 +170,11 @@ class TrainConfig:
                   f"must pair one to one with rocket_vla_layers {self.rocket_vla_layers}")
         if self.rocket and self.baseline:
             _fail("rocket", self.rocket, "needs the expert branch's pixels: not available for the baseline")
+        if self.strategy == "lora" and self.precision == "bf16":
+            _fail("precision", self.precision, "strategy lora keeps adapters in fp32: use bf16-mixed (the frozen "
+                  "base weights are then held in bf16)")
+        if self.strategy == "lora" and not self.lora_targets:
+            _fail("lora_targets", self.lora_targets, "name at least one part or module-name regex")
         if self.rocket and self.rocket_weight <= 0:
             _fail("rocket_weight", self.rocket_weight, "must be > 0 when rocket is on")
 

@@ -18,16 +18,20 @@ log = logging.getLogger(__name__)
 
 # Parameter-name prefixes inside TrainingObjective -> group; everything else is a new module.
 _PREFIXES = (("model.vlm.", "vlm"), ("model.expert.", "expert"), ("model.action_head.", "head"))
-GROUPS = ("vlm", "expert", "new", "head")
+GROUPS = ("vlm", "expert", "new", "head", "lora")
 
 
 def group_of(name: str) -> str:
-    """vlm: Qwen3-VL; expert: DINOv3; head: action head; new: aligners, proprio, ROCKET projector."""
+    """vlm: Qwen3-VL; expert: DINOv3; head: action head; new: aligners, proprio, ROCKET projector; lora: peft
+    adapters (strategy lora)."""
+    if ".lora_" in name:
+        return "lora"
     return next((group for prefix, group in _PREFIXES if name.startswith(prefix)), "new")
 
 
 def peak_lrs(config: TrainConfig) -> dict[str, float]:
-    return {"vlm": config.lr_vlm, "expert": config.lr_expert, "new": config.lr_new, "head": config.lr_head}
+    return {"vlm": config.lr_vlm, "expert": config.lr_expert, "new": config.lr_new, "head": config.lr_head,
+            "lora": config.lr_lora}
 
 
 def build_optimizer(objective: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
