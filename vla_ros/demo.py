@@ -1,6 +1,6 @@
 """The main job: the trained DeepVision-VLA policy on the simulated arm, one recorded episode.
 
-    bash scripts/demo.sh [--task write] [--duration-s 20] [--checkpoint DIR] [--device cpu]
+    bash scripts/demo.sh [--task write] [--duration-s 20] [--checkpoint DIR] [--device cpu] [--backend onnxruntime]
 
 Starts sim_robot_node, safety_node, policy_node and recorder_node (each its own process),
 sends a RunPolicy goal with the sim's instruction, records the rollout, prints a summary and
@@ -28,9 +28,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration-s", type=float, default=20.0, help="time limit of the goal")
     parser.add_argument("--checkpoint", default="", help=f"default: {default_checkpoint_dir()}")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                        help="policy_node's inference_backend (onnxruntime: the whole step exported to ONNX, cached)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo"),
                         help="dataset (recorded episode), node logs and summary.json go here")
     return parser.parse_args(argv)
+
+
+def _backend(info: dict) -> str:
+    """"onnxruntime (CPUExecutionProvider)", "torch (cpu, eager)": what policy_node reported serving with."""
+    if info.get("backend") == "onnxruntime":
+        return f"onnxruntime ({info.get('provider')})"
+    if info.get("backend") == "torch":
+        return f"torch ({info.get('device')}, {'static forward' if info.get('fast_inference') else 'eager'})"
+    return str(info.get("backend", "unknown"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         with SimSession(out / "logs", checkpoint_dir=args.checkpoint, device=args.device, record=True,
-                        dataset_root=str(dataset)) as session:
-            print(f"nodes up in {time.monotonic() - t0:.1f} s; running task '{args.task}' "
-                  f"for {args.duration_s:.0f} s", flush=True)
+                        dataset_root=str(dataset), backend=args.backend) as session:
+            nodes_up_s = time.monotonic() - t0
+            info = session.policy_info
+            print(f"nodes up in {nodes_up_s:.1f} s (policy_node on {_backend(info)} ready {info.get('ready_s')} s "
+                  f"after its start); running task '{args.task}' for {args.duration_s:.0f} s", flush=True)
             with tqdm(total=round(args.duration_s), unit="s", desc=args.task, file=sys.stdout) as bar:
                 def progress(elapsed_s: float, chunks: int) -> None:
                     second = min(int(elapsed_s), bar.total)
@@ -58,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     clipped = sum(report.clipped_commands.values())
     summary = {
         "task": report.task, "instruction": report.instruction, "outcome": report.outcome,
-        "reason": report.reason, "chunks": report.chunks,
+        "reason": report.reason, "inference_backend": _backend(info),
+        "policy_ready_s": info.get("ready_s"), "nodes_up_s": round(nodes_up_s, 1), "chunks": report.chunks,
         "inference_latency_ms": {"p50": round(report.latency_ms(50), 2), "p99": round(report.latency_ms(99), 2)},
         "kept_expert_tokens": report.kept_expert_tokens,
         "commands_sent": report.commands_sent, "clipped_joint_commands": clipped,

@@ -1,7 +1,7 @@
 """Closed-loop evaluation of a checkpoint on the simulated arm.
 
     python -m vla_ros.evaluate --checkpoint DIR --tasks pour write --episodes N --time-limit-s T \\
-        --output DIR [--seed0 S] [--random-weights]
+        --output DIR [--seed0 S] [--random-weights] [--backend torch|onnxruntime]
 
 Runs N episodes per task through policy_node -> safety_node -> sim_robot_node (each its own process,
 vla_ros.ros.session.SimSession): per episode the sim is reset with seed S, S+1, ..., a RunPolicy goal
@@ -46,6 +46,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="same config and norm stats as --checkpoint, random weights (baseline)")
     parser.add_argument("--weights-seed", type=int, default=0, help="torch seed of --random-weights")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                        help="policy_node's inference_backend")
     parser.add_argument("--frames-per-episode", type=int, default=4, help="frames per episode in the PNG")
     parser.add_argument("--plot-episodes", type=int, default=3, help="episodes per task shown in the PNG")
     args = parser.parse_args(argv)
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         with SimSession(out / "logs", checkpoint_dir=str(evaluated), device=args.device,
-                        capture_period_s=capture_period_s) as session:
+                        capture_period_s=capture_period_s, backend=args.backend) as session:
+            policy_info = session.policy_info
             plan = [(task, args.seed0 + i) for task in args.tasks for i in range(args.episodes)]
             with tqdm(plan, unit="episode", file=sys.stdout) as bar:
                 for task, seed in bar:
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = {task: task_summary(rs) for task, rs in reports.items()}
     result = {"checkpoint": str(checkpoint), "evaluated_checkpoint": str(evaluated),
-              "random_weights": args.random_weights, "tasks": args.tasks, "episodes_per_task": args.episodes,
+              "random_weights": args.random_weights, "inference_backend": args.backend,
+              "policy_info": policy_info, "tasks": args.tasks, "episodes_per_task": args.episodes,
               "time_limit_s": args.time_limit_s, "seed0": args.seed0, "wall_time_s": round(time.monotonic() - t0, 1),
               "summary": summary,
               "episodes": [episode_record(r) for rs in reports.values() for r in rs]}

@@ -26,6 +26,12 @@ class PolicyNodeConfig:
                 "graph per input shape on CUDA; falls back to eager, logged, if building it fails). "
                 "auto: on for cuda, off for cpu; on; off: always the eager forward.",
         choices=("auto", "on", "off"))
+    inference_backend: str = param(
+        "torch", "What runs the model: torch (eager, or the static forward of fast_inference) or onnxruntime (the "
+                 "whole step exported to ONNX once per checkpoint and input shape, cached beside the checkpoint or, "
+                 "if that is read-only, in ~/.cache/vla_ros/onnx; providers TensorRT -> CUDA -> CPU as installed "
+                 "and allowed by device). A session that cannot be built stops the node with the reason.",
+        choices=("torch", "onnxruntime"))
     joint_names: tuple[str, ...] = param(DEFAULT_JOINTS, "Robot joints in the policy's state order; "
                                          "matched by name in /joint_states.")
     camera_topics: tuple[str, ...] = param(("/camera/image_raw",), "One topic per policy camera, in the "

@@ -57,16 +57,8 @@ def save_checkpoint(model: DeepVisionVLA, norm_stats: NormStats, tokenizer: PreT
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
                     ) -> LoadedCheckpoint:
     root = Path(path)
-    if not root.is_dir():
-        raise CheckpointError(f"{root} is not a directory: {_CONTENTS}")
-    config = load_config(root)
-    norm_stats = NormStats.load(root / NORM_STATS_FILE)
-    tokenizer = _load_tokenizer(root)
-    try:
-        processor = DeepVisionProcessor(config, tokenizer, norm_stats)
-    except ConfigError as err:
-        raise CheckpointError(f"{root}: tokenizer or {NORM_STATS_FILE} does not fit {CONFIG_FILE}: {err}") from err
-
+    processor = load_processor(root)
+    config = processor.config
     weights = root / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found: expected the model weights in safetensors format")
@@ -85,6 +77,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
                               f"({len(result.missing_keys)}), unexpected {result.unexpected_keys[:5]} "
                               f"({len(result.unexpected_keys)})")
     return LoadedCheckpoint(model=model.to(dtype).eval(), processor=processor)
+
+
+def load_processor(path: str | Path) -> DeepVisionProcessor:
+    """The checkpoint's config, tokenizer and norm stats, without its weights (ONNX Runtime needs no torch model)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory: {_CONTENTS}")
+    config = load_config(root)
+    norm_stats = NormStats.load(root / NORM_STATS_FILE)
+    tokenizer = _load_tokenizer(root)
+    try:
+        return DeepVisionProcessor(config, tokenizer, norm_stats)
+    except ConfigError as err:
+        raise CheckpointError(f"{root}: tokenizer or {NORM_STATS_FILE} does not fit {CONFIG_FILE}: {err}") from err
 
 
 def load_config(root: Path) -> DeepVisionConfig:

@@ -59,7 +59,8 @@ def attention_mask(kinds: torch.Tensor, cameras: torch.Tensor | None = None) -> 
         cameras = torch.zeros(length, dtype=torch.long, device=kinds.device)
     same_camera = cameras[:, None] == cameras[None, :]
     mask = (rules == Rule.ALWAYS) | ((rules == Rule.CAUSAL) & causal) | ((rules == Rule.SAME_CAMERA) & same_camera)
-    pad_self = (kinds == TokenKind.PAD)[:, :, None] & torch.eye(length, dtype=torch.bool, device=kinds.device)
+    # index == index rather than torch.eye(dtype=bool): ONNX Runtime has no boolean EyeLike kernel.
+    pad_self = (kinds == TokenKind.PAD)[:, :, None] & (index[:, None] == index[None, :])
     return mask | pad_self
 
 

@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,8 +21,12 @@ from vla_ros.model.modeling_deepvision import DeepVisionOutput
 from vla_ros.model.processing import ModelInputs
 from vla_ros.types import Observation, PolicyOutput, PolicySpec
 
+if TYPE_CHECKING:
+    from vla_ros.model.onnx_policy import OnnxPolicy
+
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("torch", "onnxruntime")
 MAX_STATIC_SHAPES = 8  # captured graphs kept (instruction bucket x K x batch); the oldest is dropped
 
 
@@ -34,6 +39,25 @@ def resolve_device(device: str) -> torch.device:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r}: CUDA is not available on this machine")
     return torch.device(device)
+
+
+def build_policy(checkpoint_dir: str | Path, device: str = "auto", backend: str = "torch",
+                 fast_inference: bool | None = None, keep_ratio: float | None = None) -> DeepVisionPolicy | OnnxPolicy:
+    """The one place a serving policy is chosen: torch (eager or static/CUDA-graph forward) or ONNX Runtime.
+
+    fast_inference applies to torch only. keep_ratio (default: the checkpoint's) is the K the ONNX Runtime
+    backend prepares at start-up. Raises ConfigError/CheckpointError with the reason; never falls back.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"inference_backend={backend!r}: must be one of {BACKENDS}")
+    if backend == "onnxruntime":
+        from vla_ros.model.onnx_policy import OnnxPolicy  # onnxruntime is imported only when asked for
+
+        return OnnxPolicy(checkpoint_dir, device=device, keep_ratio=keep_ratio)
+    policy = DeepVisionPolicy.from_checkpoint(checkpoint_dir, device=device, fast_inference=fast_inference)
+    if keep_ratio is not None:
+        policy.set_keep_ratio(keep_ratio)
+    return policy
 
 
 class DeepVisionPolicy:
@@ -69,6 +93,8 @@ class DeepVisionPolicy:
                  loaded.model.parameter_counts()["total"])
         return cls(loaded, resolved, fast_inference)
 
+    backend = "torch"
+
     @property
     def spec(self) -> PolicySpec:
         return self._spec
@@ -76,6 +102,9 @@ class DeepVisionPolicy:
     @property
     def keep_ratio(self) -> float:
         return self._keep_ratio
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.backend, "device": str(self.device), "fast_inference": self.fast_inference}
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
         """Validated (ConfigError outside (0, 1]); applies from the next predict. No effect on the baseline."""

@@ -50,8 +50,37 @@ def select_expert_patches(saliency: torch.Tensor, patch_grid: tuple[int, int], k
     the kept tokens stay in raster order. Detached: AGVP selects tokens, it receives no gradient (DV Fig. 3b).
     """
     batch, num_cameras, grid_h, grid_w = saliency.shape
-    maps = saliency.detach().float().reshape(batch * num_cameras, 1, grid_h, grid_w)
-    options = {} if interpolation == "nearest" else {"align_corners": False}
-    maps = F.interpolate(maps, size=patch_grid, mode=interpolation, **options)  # (B*C, 1, Pe_h, Pe_w)
-    top = maps.flatten(1).topk(keep, dim=-1, sorted=False).indices
-    return top.sort(dim=-1).values.view(batch, num_cameras, keep)
+    maps = saliency.detach().float().reshape(batch * num_cameras, grid_h, grid_w)
+    rows = _resize_matrix(grid_h, patch_grid[0], interpolation, maps.device)  # (Pe_h, gh)
+    cols = _resize_matrix(grid_w, patch_grid[1], interpolation, maps.device)  # (Pe_w, gw)
+    maps = rows @ maps @ cols.T  # (B*C, Pe_h, Pe_w): F.interpolate's values, see _resize_matrix
+    return _top_k_lower_index_first(maps.flatten(1), keep).view(batch, num_cameras, keep)
+
+
+def _resize_matrix(size_in: int, size_out: int, mode: str, device: torch.device) -> torch.Tensor:
+    """F.interpolate along one axis as a (size_out, size_in) matrix: the resize of each one-hot row.
+
+    Resizing as two matrix products gives the patches that copy the same VLA tokens (the clamped border rows of
+    bilinear) identical weight rows, hence bit-identical saliency: an exact tie that the rank below settles the
+    same way everywhere. F.interpolate itself summed 0.875 s + 0.125 s on one row and 0.625 s + 0.375 s on the
+    next, one ulp apart, and ONNX Runtime's Resize rounded them differently, so the two kept other patches.
+    """
+    one_hot = torch.eye(size_in, device=device)[:, None, :, None]  # image b: row b lit, width 1
+    options = {} if mode == "nearest" else {"align_corners": False}
+    resized = F.interpolate(one_hot, size=(size_out, 1), mode=mode, **options)  # (in, 1, out, 1)
+    return resized[:, 0, :, 0].T
+
+
+def _top_k_lower_index_first(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """(n, P) -> (n, K) ascending indices of the K largest scores; of equal scores the lower index wins.
+
+    Upsampling a coarse map makes exact ties (the patches under one VLA token near the border), and topk's
+    order among ties is the kernel's: torch CPU, CUDA and ONNX Runtime kept different patches. Ranking every
+    patch against every other (P^2 compares: 1M at paper size) makes the choice exact, and topk then only sees
+    distinct ranks. (A stable sort would do the same but does not export to ONNX.)
+    """
+    index = torch.arange(scores.shape[-1], device=scores.device)
+    higher, lower = scores[:, None, :], scores[:, :, None]  # [n, i, j]: does patch j rank before patch i?
+    ahead = (higher > lower) | ((higher == lower) & (index[None, None, :] < index[None, :, None]))
+    rank = ahead.sum(dim=-1)  # (n, P): a permutation of 0 .. P-1
+    return rank.topk(keep, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values

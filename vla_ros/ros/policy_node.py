@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import psutil
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -48,6 +49,7 @@ from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 Result = RunPolicy.Result
 RESULT_SEND_GRACE_S = 0.3
 CHECKPOINT_CONFIG = "config.json"  # vla_ros.model.checkpoint.CONFIG_FILE (that module imports torch)
+POLICY_INFO_TOPIC = "/vla/policy/info"  # std_msgs/String JSON, latched: backend, provider, ready_s, ...
 
 
 def check_policy_matches(policy: Policy | CheckpointContract, cfg: PolicyNodeConfig) -> None:
@@ -101,10 +103,11 @@ def read_contract(path: str | Path) -> CheckpointContract:
 def load_policy(cfg: PolicyNodeConfig) -> Policy:
     path = cfg.checkpoint_dir or str(default_checkpoint_dir())
     check_policy_matches(read_contract(path), cfg)  # before torch and the weights
-    from vla_ros.model.policy import DeepVisionPolicy  # torch is imported only when a model is needed
+    from vla_ros.model.policy import build_policy  # torch is imported only when a model is needed
 
     fast = {"auto": None, "on": True, "off": False}[cfg.fast_inference]
-    return DeepVisionPolicy.from_checkpoint(path, device=cfg.device, fast_inference=fast)
+    return build_policy(path, device=cfg.device, backend=cfg.inference_backend, fast_inference=fast,
+                        keep_ratio=cfg.keep_ratio)
 
 
 class _GoalRun:
@@ -124,6 +127,7 @@ class PolicyNode(Node):
         super().__init__("policy_node", **node_kwargs)
         self._params = ParamBinding(self, config or PolicyNodeConfig(), on_change=self._on_params_changed)
         cfg = self._params.current
+        started = time.monotonic()
         self._policy = policy if policy is not None else load_policy(cfg)
         check_policy_matches(self._policy, cfg)
         self._policy.set_keep_ratio(cfg.keep_ratio)
@@ -151,8 +155,14 @@ class PolicyNode(Node):
                                     goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
                                     callback_group=goals)
         spec = self._policy.spec
+        # What serves the model and how long start-up took, latched for the demo summary and for monitoring.
+        info = {**getattr(self._policy, "describe", dict)(), "inference_backend": cfg.inference_backend,
+                "ready_s": round(time.time() - psutil.Process().create_time(), 2),
+                "policy_load_s": round(time.monotonic() - started, 2)}
+        self._info_pub = self.create_publisher(String, POLICY_INFO_TOPIC, latched)
+        self._info_pub.publish(String(data=json.dumps(info)))
         self.get_logger().info(f"ready: {len(spec.camera_names)} camera(s), {spec.action_dim}-d "
-                               f"{spec.action_space} actions, horizon {spec.horizon}, dt {spec.dt_s} s")
+                               f"{spec.action_space} actions, horizon {spec.horizon}, dt {spec.dt_s} s; {info}")
 
     # -- inputs (subscription threads: store only, never decode or infer here) --
     def _on_image(self, topic: str, msg: Image | CompressedImage) -> None:

@@ -83,7 +83,7 @@ class SimSession:
 
     def __init__(self, log_dir: Path, checkpoint_dir: str = "", device: str = "auto", record: bool = False,
                  dataset_root: str | None = None, params_file: Path | None = None,
-                 startup_timeout_s: float = 180.0, capture_period_s: float = 0.0) -> None:
+                 startup_timeout_s: float = 180.0, capture_period_s: float = 0.0, backend: str = "torch") -> None:
         self.params_file = Path(params_file or config_file("sim.yaml"))
         self.record = record
         env = dict(os.environ)
@@ -104,8 +104,9 @@ class SimSession:
         self._episode_start_s: float | None = None  # monotonic time the running episode's goal was sent
         self._success_time_s: float | None = None  # since the goal was sent, when the task first succeeded
         self._last_joint_state: JointState | None = None
+        self.policy_info: dict[str, Any] = {}  # policy_node's latched /vla/policy/info: backend, ready_s, ...
         try:
-            self._start_nodes(checkpoint_dir, device, dataset_root)
+            self._start_nodes(checkpoint_dir, device, dataset_root, backend)
             self._make_client()
             self._spin_thread = threading.Thread(target=self._spin, daemon=True)
             self._spin_thread.start()
@@ -115,10 +116,10 @@ class SimSession:
             raise
 
     # -- set-up --
-    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None) -> None:
+    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None, backend: str) -> None:
         self.procs.start("sim_robot_node", self.params_file)
         self.procs.start("safety_node", self.params_file)
-        policy_params: dict[str, Any] = {"device": device}
+        policy_params: dict[str, Any] = {"device": device, "inference_backend": backend}
         if checkpoint_dir:
             policy_params["checkpoint_dir"] = str(Path(checkpoint_dir).resolve())
         self.procs.start("policy_node", self.params_file, policy_params)
@@ -133,6 +134,7 @@ class SimSession:
         self._sim_params = node.create_client(SetParameters, "/sim_robot_node/set_parameters")
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         node.create_subscription(String, "/sim/task_result", self._on_task_result, latched)
+        node.create_subscription(String, "/vla/policy/info", self._on_policy_info, latched)
         node.create_subscription(DiagnosticArray, "/vla/safety/status", self._on_status, 10)
         node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self._on_command,
                                  qos_profile_sensor_data)
@@ -167,6 +169,7 @@ class SimSession:
         self._wait(lambda: bool(self._task_result) and bool(self._joints), timeout_s, "the simulated arm")
         self._wait(lambda: bool(self._status), timeout_s, "safety_node status")
         self._wait(lambda: self._sim_params.service_is_ready(), timeout_s, "sim parameters")
+        self._wait(lambda: bool(self.policy_info), timeout_s, "/vla/policy/info")
 
     # -- subscriptions --
     def _on_task_result(self, msg: String) -> None:
@@ -176,6 +179,10 @@ class SimSession:
             if (self._task_result.get("success") and self._episode_start_s is not None
                     and self._success_time_s is None):
                 self._success_time_s = time.monotonic() - self._episode_start_s
+
+    def _on_policy_info(self, msg: String) -> None:
+        with self._lock:
+            self.policy_info = json.loads(msg.data)
 
     def _on_status(self, msg: DiagnosticArray) -> None:
         if msg.status:
