@@ -33,14 +33,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, make_session=SimSession) -> int:
+    """`make_session` builds the session (SimSession's arguments); vla_ros.two_hosts splits it."""
     args = _args(argv)
     out = args.output_dir.resolve()
     dataset = out / "dataset"
     print(f"starting the nodes (logs in {out / 'logs'}) ...", flush=True)
     t0 = time.monotonic()
     try:
-        with SimSession(out / "logs", checkpoint_dir=args.checkpoint, device=args.device, record=True,
+        with make_session(out / "logs", checkpoint_dir=args.checkpoint, device=args.device, record=True,
                         dataset_root=str(dataset)) as session:
             print(f"nodes up in {time.monotonic() - t0:.1f} s; running task '{args.task}' "
                   f"for {args.duration_s:.0f} s", flush=True)

@@ -23,15 +23,18 @@ class NodeProcesses:
         self.env = dict(os.environ if env is None else env)
         self.children: dict[str, subprocess.Popen] = {}
 
-    def start(self, node: str, params_file: Path | None = None, params: dict | None = None) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", f"vla_ros.ros.{node}", "--ros-args"]
+    def start(self, node: str, params_file: Path | None = None, params: dict | None = None,
+              prefix: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`prefix` runs the node through another program (e.g. `ip netns exec NS` for another
+        host; it must exec the node, so signals reach it); `env` replaces this set's environment."""
+        cmd = [*(prefix or []), sys.executable, "-m", f"vla_ros.ros.{node}", "--ros-args"]
         if params_file is not None:
             cmd += ["--params-file", str(params_file)]
         for name, value in (params or {}).items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             cmd += ["-p", f"{name}:={text}"]
         log = open(self.log_dir / f"{node}.log", "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env if env is None else env,
                                 start_new_session=True)
         log.close()
         self.children[node] = proc

@@ -22,6 +22,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
 from vla_ros.config.policy import PolicyNodeConfig
@@ -38,6 +39,17 @@ from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 
 Result = RunPolicy.Result
+TIMING_TOPIC = "/vla/policy/chunk_timing"
+
+
+def chunk_timing_msg(chunk_id: int, stamp_ns: int, timing_ms: dict[str, float]) -> DiagnosticArray:
+    """One chunk's latency budget (ms) as diagnostics; header.stamp is the chunk's (observation) stamp."""
+    values = [KeyValue(key="chunk_id", value=str(chunk_id))]
+    values += [KeyValue(key=k, value=f"{v:.3f}") for k, v in timing_ms.items()]
+    array = DiagnosticArray(status=[DiagnosticStatus(level=DiagnosticStatus.OK, name="policy_node chunk timing",
+                                                     hardware_id="vla_ros", values=values)])
+    array.header.stamp = convert.ns_to_stamp(stamp_ns)
+    return array
 
 
 def check_policy_matches(policy: Policy, cfg: PolicyNodeConfig) -> None:
@@ -100,6 +112,7 @@ class PolicyNode(Node):
         self._chunk_pub = self.create_publisher(ActionChunkMsg, cfg.chunk_topic, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._instruction_pub = self.create_publisher(String, cfg.instruction_topic, latched)
+        self._timing_pub = self.create_publisher(DiagnosticArray, TIMING_TOPIC, 10)
         goals = ReentrantCallbackGroup()
         self._start_client = self.create_client(StartEpisode, "/vla/recorder/start_episode", callback_group=goals)
         self._stop_client = self.create_client(StopEpisode, "/vla/recorder/stop_episode", callback_group=goals)
@@ -217,8 +230,10 @@ class PolicyNode(Node):
             if now < next_cycle:
                 time.sleep(min(next_cycle - now, 0.02))  # short sleeps keep cancel responsive
                 continue
+            build_ns = self.get_clock().now().nanoseconds
+            t_build = time.perf_counter()
             try:
-                obs = self._gate.build(self.get_clock().now().nanoseconds, cfg.max_observation_age_s,
+                obs = self._gate.build(build_ns, cfg.max_observation_age_s,
                                        goal.instruction, self._decode_image,
                                        lambda m: convert.joint_positions(m, cfg.joint_names))
             except StaleObservationError as err:
@@ -231,6 +246,7 @@ class PolicyNode(Node):
                 return Result.OUTCOME_ABORTED, f"bad observation: {err}", chunks
             waiting_since = None
             t0 = time.perf_counter()
+            decode_s = t0 - t_build  # images and joint state decoded (and resized) inside build()
             try:
                 output = self._policy.predict(obs)
             except Exception as err:  # the goal aborts with the message; the node keeps serving
@@ -240,10 +256,17 @@ class PolicyNode(Node):
             chunk = self._make_chunk(obs.stamp_ns, output.actions)
             if chunk is None:
                 return Result.OUTCOME_ABORTED, "policy error: non-finite or mis-shaped actions", chunks
+            t_publish = time.perf_counter()
             msg = convert.chunk_to_msg(chunk)
             self._chunk_pub.publish(msg)
+            publish_s = time.perf_counter() - t_publish
             goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
                                                             kept_expert_tokens=int(output.kept_expert_tokens)))
+            preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
+            self._timing_pub.publish(chunk_timing_msg(chunk.chunk_id, chunk.stamp_ns, {
+                "observation_age_ms": (build_ns - obs.stamp_ns) * 1e-6,  # oldest source: an image in practice
+                "decode_ms": decode_s * 1e3, "preprocess_ms": preprocess_s * 1e3,
+                "inference_ms": (inference_s - preprocess_s) * 1e3, "publish_ms": publish_s * 1e3}))
             chunks += 1
             next_cycle = max(next_cycle + cfg.replan_period_s, time.monotonic())
 
