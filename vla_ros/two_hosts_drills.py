@@ -97,8 +97,9 @@ class Drills:
 
     def _on_command(self, msg) -> None:
         if msg.points:
+            stamp_s = self._convert.stamp_to_ns(msg.header.stamp) * 1e-9  # safety_node's send time
             with self._lock:
-                self.commands.append((self.now(), [float(p) for p in msg.points[0].positions]))
+                self.commands.append((self.now(), [stamp_s, *(float(p) for p in msg.points[0].positions)]))
 
     def _on_status(self, msg) -> None:
         with self._lock:
@@ -150,6 +151,7 @@ class Drills:
             status = [(t, s) for t, s in self.status if start <= t <= end]
             policy = [d for d in self.policy_timing if start <= d["t"] <= end]
             safety = [d for d in self.safety_timing if start <= d["t"] <= end]
+        # commands: (drill time, [send stamp s, positions...])
         return {"commands": commands, "states": sorted({(s.get("state", ""), s.get("hold_reason", ""))
                                                         for _, s in status}),
                 "status_first": status[0][1] if status else {}, "status_last": status[-1][1] if status else {},
