@@ -42,8 +42,8 @@ def _inside(argv: list[str]) -> int:
     return demo.main(argv, make_session=functools.partial(TwoHostSession, spec, node_params=node_params))
 
 
-def run_on_robot_host(module: str, argv: list[str]) -> int:
-    """Create the two hosts, run `python -m module argv` on the robot host, remove the hosts.
+def run_on_robot_host(python_args: list[str]) -> int:
+    """Create the two hosts, run `python *python_args` on the robot host, remove the hosts.
 
     The child finds the hosts in its environment (vla_ros.netns.current_spec). Exit code: the
     child's, or 2 (with the reason on stderr) where namespaces cannot be made.
@@ -53,7 +53,7 @@ def run_on_robot_host(module: str, argv: list[str]) -> int:
         print(f"two hosts: {reason}", file=sys.stderr)
         return 2
     with TwoHosts() as spec:
-        child = subprocess.run([*spec.prefix("robot"), sys.executable, "-m", module, *argv],
+        child = subprocess.run([*spec.prefix("robot"), sys.executable, *python_args],
                                env=spec.env("robot"))
         moved = spec.link_bytes()
         print(f"link traffic: robot->gpu {moved['robot_to_gpu'] / 1e6:.1f} MB, "
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return _inside(argv)
     if not any(a.startswith("--output-dir") for a in argv):
         argv += ["--output-dir", "outputs/two_hosts"]
-    return run_on_robot_host("vla_ros.two_hosts", argv)
+    return run_on_robot_host(["-m", "vla_ros.two_hosts", *argv])
 
 
 if __name__ == "__main__":

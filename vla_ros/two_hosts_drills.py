@@ -41,30 +41,27 @@ def _kv(msg) -> dict[str, str]:
     return {kv.key: kv.value for kv in msg.status[0].values} if msg.status else {}
 
 
-class Drills:
-    def __init__(self, session, spec, images: str) -> None:
+class Probe:
+    """The robot host's view of a session: commands, safety status and both latency-budget topics,
+    stamped with seconds since the probe started; goals sent and timed. (For drills and benches.)"""
+
+    def __init__(self, session, spec) -> None:
         import cv2
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image
         from trajectory_msgs.msg import JointTrajectory
 
         from vla_ros.ros import convert
 
         self._cv2, self._convert = cv2, convert
-        self.session, self.spec, self.images = session, spec, images
+        self.session, self.spec = session, spec
         node = session.node
         self._lock = threading.Lock()
-        self.relay_mode = "pass"  # pass | frozen | resize
-        self._frozen = None
         self._t0 = time.monotonic()
         self.commands: list[tuple[float, list[float]]] = []
         self.status: list[tuple[float, dict[str, str]]] = []
         self.policy_timing: list[dict[str, Any]] = []
         self.safety_timing: list[dict[str, Any]] = []
-        self._raw_pub = node.create_publisher(Image, RELAY_TOPIC, qos_profile_sensor_data)
-        self._jpeg_pub = node.create_publisher(CompressedImage, RELAY_TOPIC + "/compressed", qos_profile_sensor_data)
-        node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
         node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self._on_command,
                                  qos_profile_sensor_data)
         node.create_subscription(DiagnosticArray, "/vla/safety/status", self._on_status, 10)
@@ -76,8 +73,7 @@ class Drills:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
-    # -- the robot host's camera driver --
-    def _on_image(self, msg) -> None:
+
         with self._lock:
             mode = self.relay_mode
             if mode == "frozen":
@@ -92,9 +88,6 @@ class Drills:
             rgb = self._convert.image_to_rgb(msg)
             self._jpeg_pub.publish(self._convert.rgb_to_compressed(
                 rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id, 80))
-        else:
-            self._raw_pub.publish(msg)
-
     def _on_command(self, msg) -> None:
         if msg.points:
             stamp_s = self._convert.stamp_to_ns(msg.header.stamp) * 1e-9  # safety_node's send time
@@ -157,7 +150,42 @@ class Drills:
                 "status_first": status[0][1] if status else {}, "status_last": status[-1][1] if status else {},
                 "policy_timing": policy, "safety_timing": safety}
 
-    # -- the drills --
+
+
+class Drills(Probe):
+    """The drills, with the robot host's camera driver (a relay that can freeze or resize)."""
+
+    def __init__(self, session, spec, images: str) -> None:
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image
+
+        super().__init__(session, spec)
+        self.images = images
+        self.relay_mode = "pass"  # pass | frozen | resize
+        self._frozen = None
+        node = session.node
+        self._raw_pub = node.create_publisher(Image, RELAY_TOPIC, qos_profile_sensor_data)
+        self._jpeg_pub = node.create_publisher(CompressedImage, RELAY_TOPIC + "/compressed", qos_profile_sensor_data)
+        node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
+
+    def _on_image(self, msg) -> None:
+        with self._lock:
+            mode = self.relay_mode
+            if mode == "frozen":
+                self._frozen = self._frozen or msg  # the last frame before the freeze, stamp and all
+                msg = self._frozen
+            else:
+                self._frozen = None
+        if mode == "resize":
+            rgb = self._cv2.resize(self._convert.image_to_rgb(msg), (640, 480), interpolation=self._cv2.INTER_LINEAR)
+            msg = self._convert.rgb_to_image(rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id)
+        if self.images == "compressed":
+            rgb = self._convert.image_to_rgb(msg)
+            self._jpeg_pub.publish(self._convert.rgb_to_compressed(
+                rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id, 80))
+        else:
+            self._raw_pub.publish(msg)
+
     def baseline(self) -> dict[str, Any]:
         goal = self.goal(4.0)
         return {"goals": [goal], **self.window(goal["start_s"], goal["end_s"])}
@@ -287,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if current_spec() is not None:
         return _inside(args)
-    return run_on_robot_host("vla_ros.two_hosts_drills", argv)
+    return run_on_robot_host(["-m", "vla_ros.two_hosts_drills", *argv])
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ class PolicyNode(Node):
         self._policy.set_keep_ratio(cfg.keep_ratio)
         self._gate = ObservationGate(cfg.camera_topics, cfg.joint_states_topic)
         self._chunk_id = 0
+        self._receipt_lock = threading.Lock()
+        self._image_receipts: list[tuple[int, int]] = []  # (stamp, receipt) of the images of the cycle's observation
         self._goal_lock = threading.Lock()
         self._active: _GoalRun | None = None
         self._idle = threading.Condition(self._goal_lock)
@@ -125,12 +127,16 @@ class PolicyNode(Node):
 
     # -- inputs (subscription threads: store only, never decode or infer here) --
     def _on_image(self, topic: str, msg: Image | CompressedImage) -> None:
-        self._gate.offer(topic, convert.stamp_to_ns(msg.header.stamp), msg)
+        # The receipt time travels with the message for the latency budget (stamp -> here -> used).
+        self._gate.offer(topic, convert.stamp_to_ns(msg.header.stamp), (msg, self.get_clock().now().nanoseconds))
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._gate.offer(JOINT_STATE_SOURCE, convert.stamp_to_ns(msg.header.stamp), msg)
 
-    def _decode_image(self, topic: str, msg: Image | CompressedImage) -> np.ndarray:
+    def _decode_image(self, topic: str, held: tuple[Image | CompressedImage, int]) -> np.ndarray:
+        msg, received_ns = held
+        with self._receipt_lock:
+            self._image_receipts.append((convert.stamp_to_ns(msg.header.stamp), received_ns))
         cfg = self._params.current
         rgb = convert.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else convert.image_to_rgb(msg)
         want = (cfg.image_height_px, cfg.image_width_px)
@@ -232,6 +238,8 @@ class PolicyNode(Node):
                 continue
             build_ns = self.get_clock().now().nanoseconds
             t_build = time.perf_counter()
+            with self._receipt_lock:
+                self._image_receipts = []
             try:
                 obs = self._gate.build(build_ns, cfg.max_observation_age_s,
                                        goal.instruction, self._decode_image,
@@ -263,8 +271,12 @@ class PolicyNode(Node):
             goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
                                                             kept_expert_tokens=int(output.kept_expert_tokens)))
             preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
+            with self._receipt_lock:
+                stamp_ns, received_ns = min(self._image_receipts) if self._image_receipts else (build_ns, build_ns)
             self._timing_pub.publish(chunk_timing_msg(chunk.chunk_id, chunk.stamp_ns, {
                 "observation_age_ms": (build_ns - obs.stamp_ns) * 1e-6,  # oldest source: an image in practice
+                "image_transport_ms": (received_ns - stamp_ns) * 1e-6,  # oldest image: stamp -> callback
+                "image_wait_ms": (build_ns - received_ns) * 1e-6,  # callback -> taken by this cycle
                 "decode_ms": decode_s * 1e3, "preprocess_ms": preprocess_s * 1e3,
                 "inference_ms": (inference_s - preprocess_s) * 1e3, "publish_ms": publish_s * 1e3}))
             chunks += 1

@@ -13,18 +13,19 @@ from typing import Any
 from vla_ros.netns import TwoHostsSpec
 from vla_ros.ros.session import SimSession
 
-POLICY_HOST = {"policy_node": "gpu"}  # every other node runs on the robot host
 
 
 class TwoHostSession(SimSession):
     def __init__(self, spec: TwoHostsSpec, log_dir: Path, *args: Any,
-                 node_params: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> None:
+                 node_params: dict[str, dict[str, Any]] | None = None, policy_host: str = "gpu",
+                 **kwargs: Any) -> None:
         self.spec = spec
+        self.policy_host = policy_host  # "robot": everything on one host (the same-host reference)
         self.node_params = node_params or {}  # extra -p overrides per node (e.g. policy camera topics)
         super().__init__(log_dir, *args, **kwargs)
 
     def host_of(self, node: str) -> str:
-        return POLICY_HOST.get(node, "robot")
+        return self.policy_host if node == "policy_node" else "robot"
 
     def start_node(self, node: str, params: dict[str, Any] | None = None):
         """Start (or restart, after a kill) `node` on its host."""
