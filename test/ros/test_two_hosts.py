@@ -4,7 +4,7 @@ policy host that dies. One run of `python -m vla_ros.two_hosts_drills` (real pro
 namespaces, ~1 min) makes the faults; each test judges one drill from its JSON.
 
 Skipped, with the reason, where network namespaces cannot be created (not root, no iproute2, a
-container without CAP_NET_ADMIN) or iptables is missing (the lossy-link drill's packet loss).
+container without CAP_NET_ADMIN); the lossy-link test alone skips where iptables is missing.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from vla_ros.config.safety import SafetyConfig
 from vla_ros.netns import TwoHosts
 from vla_ros.paths import PACKAGE_ROOT, config_file
 from vla_ros.recording.reader import LeRobotDatasetReader
+from vla_ros.two_hosts_drills import DRILLS
 
-_REASON = TwoHosts.unavailable_reason() or (None if shutil.which("iptables") else
-                                            "iptables is not installed (the lossy-link drill drops packets with it)")
+_REASON = TwoHosts.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"two hosts unavailable: {_REASON}")
+NO_IPTABLES = shutil.which("iptables") is None  # scripts/setup.sh installs it when root
 SAFETY = load_config(config_file("sim.yaml"), "safety_node", SafetyConfig)
 TIMING_KEYS = ("observation_age_ms", "decode_ms", "preprocess_ms", "inference_ms", "publish_ms")
 
@@ -39,7 +40,8 @@ def _run(module: str, args: list[str], timeout_s: float = 420.0) -> subprocess.C
 @pytest.fixture(scope="module")
 def drills(tmp_path_factory):
     out = tmp_path_factory.mktemp("drills")
-    done = _run("vla_ros.two_hosts_drills", ["--output", str(out)])
+    drills = [d for d in DRILLS if not (d == "lossy_link" and NO_IPTABLES)]
+    done = _run("vla_ros.two_hosts_drills", ["--output", str(out), "--drills", *drills])
     assert done.returncode == 0, f"drills failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads((out / "drills.json").read_text())
     report["stdout"] = done.stdout
@@ -97,6 +99,8 @@ def test_baseline_goal_and_latency_budget_cross_the_link(drills):
     assert float(moved) > 10.0, "camera images did not cross the link (shared memory between the namespaces?)"
 
 
+@pytest.mark.skipif(NO_IPTABLES, reason="iptables is not installed: no way to drop packets at random here "
+                    "(no netem in this kernel); scripts/setup.sh installs it when run as root")
 def test_lossy_slow_link_completes_or_aborts_with_reason_and_never_violates(drills):
     """Catches: a lossy, rate-limited link that makes safety_node act on late chunks or send an
     out-of-limit command, or a goal that ends without a reason."""
