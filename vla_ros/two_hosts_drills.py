@@ -15,7 +15,8 @@ Tests (test/ros/test_two_hosts.py) judge the JSON; this module only makes the fa
   resolution_switch  the camera switches from its size to 640x480 mid-goal
   policy_killed      SIGKILL to policy_node mid-goal while recording; the operator stops the episode
 
-The policy and the recorder read the camera through a relay in this process (the "camera driver"
+Each fault starts once the goal has produced a few chunks (not at a fixed time: on a loaded machine
+the first chunk can take seconds). The policy and the recorder read the camera through a relay in this process (the "camera driver"
 of the robot host), which is how the frozen and resized frames are made.
 """
 
@@ -58,6 +59,7 @@ class Probe:
         node = session.node
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
+        self._goal_start = 0.0
         self.commands: list[tuple[float, list[float]]] = []
         self.status: list[tuple[float, dict[str, str]]] = []
         self.policy_timing: list[dict[str, Any]] = []
@@ -110,7 +112,7 @@ class Probe:
         from vla_ros_interfaces.action import RunPolicy
 
         instruction = self.session.reset("pour", seed=1)
-        start = self.now()
+        start = self._goal_start = self.now()
         send = self.session.action.send_goal_async(RunPolicy.Goal(
             instruction=instruction, time_limit_s=float(seconds), max_chunks=0, record=record))
         handle = self._until(send.done, 30.0) and send.result()
@@ -128,6 +130,11 @@ class Probe:
         return {"start_s": start, "end_s": self.now(), "outcome": OUTCOMES.get(r.outcome, "unknown"),
                 "reason": r.reason, "chunks": int(r.chunk_count), "episode_id": r.episode_id}
 
+    def chunks_in_goal(self) -> int:
+        """Chunks policy_node reported since the running goal was sent."""
+        with self._lock:
+            return sum(1 for d in self.policy_timing if d["t"] >= self._goal_start)
+
     @staticmethod
     def _until(predicate: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -136,6 +143,15 @@ class Probe:
                 return False
             time.sleep(0.02)
         return True
+
+    def reaction(self, fault_s: float) -> dict[str, float | None]:
+        """Seconds from a fault to safety_node's first hold status and to its last command after it
+        (status arrives at output.status_rate_hz, so the first is that coarse)."""
+        with self._lock:
+            hold = next((t for t, s in self.status if t >= fault_s and s.get("state") == "hold"), None)
+            last = max((t for t, _ in self.commands if t >= fault_s), default=None)
+        return {"fault_to_hold_s": None if hold is None else hold - fault_s,
+                "fault_to_last_command_s": None if last is None else last - fault_s}
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         """What safety_node did and said between `start` and `end` (drill-relative seconds)."""
@@ -192,7 +208,7 @@ class Drills(Probe):
 
     def lossy_link(self) -> dict[str, Any]:
         def during(t: float) -> None:
-            if t > 0.5 and not applied:
+            if self.chunks_in_goal() >= 3 and not applied:
                 self.spec.set_loss(LOSS_PROBABILITY)
                 self.spec.set_rate(RATE_KBIT)
                 applied.append(self.now())
@@ -208,7 +224,7 @@ class Drills(Probe):
         events: list[tuple[str, float]] = []
 
         def during(t: float) -> None:
-            if t > 1.5 and not events:
+            if self.chunks_in_goal() >= 5 and not events:
                 self.spec.set_link(False)
                 events.append(("down", self.now()))
             elif len(events) == 1 and self.now() - events[0][1] >= 2.0:
@@ -219,22 +235,24 @@ class Drills(Probe):
         finally:
             self.spec.set_link(True)
         second = self.goal(3.0)
-        return {"goals": [first, second], "events": events, **self.window(first["start_s"], second["end_s"])}
+        return {"goals": [first, second], "events": events, **self.reaction(events[0][1]),
+                **self.window(first["start_s"], second["end_s"])}
 
     def _camera_drill(self, mode: str) -> dict[str, Any]:
         switched: list[float] = []
 
         def during(t: float) -> None:
-            if t > 1.5 and not switched:
+            if self.chunks_in_goal() >= 5 and not switched:
                 with self._lock:
                     self.relay_mode = mode
                 switched.append(self.now())
         try:
-            goal = self.goal(5.0, record=True, during=during)
+            goal = self.goal(6.0, record=True, during=during)
         finally:
             with self._lock:
                 self.relay_mode = "pass"
-        return {"goals": [goal], "switched_s": switched, **self.window(goal["start_s"], goal["end_s"] + 1.0)}
+        return {"goals": [goal], "switched_s": switched, **(self.reaction(switched[0]) if switched and mode == "frozen" else {}),
+                **self.window(goal["start_s"], goal["end_s"] + 1.0)}
 
     def frozen_camera(self) -> dict[str, Any]:
         return self._camera_drill("frozen")
@@ -249,11 +267,13 @@ class Drills(Probe):
         proc = self.session.procs.children["policy_node"]
 
         def during(t: float) -> None:
-            if t > 2.0 and not killed:
+            if self.chunks_in_goal() >= 5 and not killed:
                 os.kill(proc.pid, signal.SIGKILL)  # `ip netns exec` execs the node: this is its pid
                 killed.append(self.now())
             if killed and self.now() - killed[0] > 3.0:
                 raise TimeoutError("drill over")  # the result never comes: the server is gone
+            if not killed and t > 30.0:
+                raise TimeoutError("the goal never produced chunks")
 
         start = self.now()
         goal: dict[str, Any] = {"start_s": start, "outcome": "policy host lost", "reason": "", "chunks": 0}
@@ -270,6 +290,7 @@ class Drills(Probe):
             if self._until(future.done, 10.0) and future.result() is not None:
                 stop = {"success": bool(future.result().success), "message": future.result().message}
         return {"goals": [goal], "killed_s": killed, "stop_episode": stop, "policy_exit": proc.wait(timeout=5.0),
+                **(self.reaction(killed[0]) if killed else {}),
                 **self.window(start, self.now())}
 
 
@@ -294,7 +315,24 @@ def _inside(args: argparse.Namespace) -> int:
             print(f"drill {name}: {summary} ({time.monotonic() - t0:.1f} s)", flush=True)
     report["dataset"] = str(out / "dataset")
     (out / "drills.json").write_text(json.dumps(report, indent=1, default=str))
+    print_table(report)
     return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """One line per drill: outcomes, chunks, chunk age at safety_node, chunks refused, holds seen."""
+    print(f"\n{'drill':<18} {'goal outcomes (reason)':<60} {'age p50/max ms':>15} {'refused':>8}  "
+          "fault->hold/last cmd s  holds")
+    for name, d in report["drills"].items():
+        goals = "; ".join(f"{g['outcome']}" + (f" ({g['reason'][:40]})" if g["outcome"] != "completed" and g["reason"]
+                                               else "") for g in d["goals"])
+        ages = [t["age_at_receipt_ms"] for t in d["safety_timing"]]
+        age = f"{sorted(ages)[len(ages) // 2]:.0f}/{max(ages):.0f}" if ages else "-"
+        first, last = d["status_first"], d["status_last"]
+        refused = sum(int(last.get(k, 0)) - int(first.get(k, 0)) for k in ("dropped_chunks", "rejected_chunks"))
+        holds = ",".join(sorted({h for s, h in d["states"] if s == "hold"})) or "-"
+        react = "/".join("-" if d.get(k) is None else f"{d[k]:.2f}" for k in ("fault_to_hold_s", "fault_to_last_command_s"))
+        print(f"{name:<18} {goals:<60} {age:>15} {refused:>8}  {react:>22}  {holds}")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

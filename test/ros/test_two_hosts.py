@@ -130,6 +130,7 @@ def test_frozen_camera_aborts_naming_the_camera_and_safety_holds(drills):
     which would steer the arm from an old picture."""
     drill = drills["drills"]["frozen_camera"]
     goal = drill["goals"][0]
+    assert drill["switched_s"], "the camera never froze (the goal produced no chunks first)"
     assert goal["outcome"] == "aborted" and "/camera/relay" in goal["reason"] and "stale" in goal["reason"], goal
     assert_safe(drill)
     assert_held_at_rest(drill)
