@@ -14,7 +14,8 @@ What makes the namespaces behave like two machines for Fast DDS:
   /etc/netns/<ns>/machine-id over /etc/machine-id, so each namespace gets its own id: traffic
   between the hosts goes over UDP on the link, traffic within a host still uses shared memory.
 - Faults: link down/up (`ip link`), a rate limit with tail drop (tbf qdisc: queueing delay on a
-  slow link) and random loss (iptables `statistic --mode random` DROP on the receiving side).
+  slow link) and random loss per packet (iptables `statistic --mode random` DROP in the raw table's
+  PREROUTING on the receiving side, before IP reassembly).
   This kernel has no netem, so there is no fixed added delay; the rate limit is the delay.
 """
 
@@ -101,12 +102,18 @@ class TwoHostsSpec:
             _run("ip", "-n", host.netns, "link", "set", host.device, "up" if up else "down")
 
     def set_loss(self, probability: float) -> None:
-        """Drop each packet arriving on either host with `probability` (0 clears)."""
+        """Drop each packet arriving on either host with `probability` (0 clears).
+
+        Per packet as it comes off the wire, i.e. per IP fragment: the rule sits in the raw table's
+        PREROUTING, before reassembly (the INPUT chain would only see whole reassembled datagrams and
+        drop a 64 kB DDS fragment as a unit, which understates what loss does to large messages).
+        """
         for host in (self.gpu, self.robot):
-            _run("ip", "netns", "exec", host.netns, "iptables", "-F", "INPUT")
+            _run("ip", "netns", "exec", host.netns, "iptables", "-t", "raw", "-F", "PREROUTING")
             if probability > 0:
-                _run("ip", "netns", "exec", host.netns, "iptables", "-A", "INPUT", "-i", host.device,
-                     "-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}", "-j", "DROP")
+                _run("ip", "netns", "exec", host.netns, "iptables", "-t", "raw", "-A", "PREROUTING", "-i",
+                     host.device, "-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}",
+                     "-j", "DROP")
 
     def set_rate(self, rate_kbit: int, queue_ms: int = 200) -> None:
         """Limit both directions to `rate_kbit` with up to `queue_ms` of queueing (0 rate clears)."""

@@ -41,11 +41,18 @@ def _run(module: str, args: list[str], timeout_s: float = 420.0) -> subprocess.C
 def drills(tmp_path_factory):
     out = tmp_path_factory.mktemp("drills")
     drills = [d for d in DRILLS if not (d == "lossy_link" and NO_IPTABLES)]
-    done = _run("vla_ros.two_hosts_drills", ["--output", str(out), "--drills", *drills])
+    # JPEG across the link, as recommended for a lossy one (raw images die at 2 % packet loss: the
+    # goal aborts naming the stale camera, docs/two_hosts.md); the short demo below sends raw ones.
+    done = _run("vla_ros.two_hosts_drills", ["--output", str(out), "--images", "compressed", "--drills", *drills])
     assert done.returncode == 0, f"drills failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads((out / "drills.json").read_text())
     report["stdout"] = done.stdout
     return report
+
+
+def _link_mb(stdout: str) -> float:
+    """MB the robot host sent over the link, from run_on_robot_host's last line."""
+    return float(stdout.split("link traffic: robot->gpu ")[1].split(" MB")[0])
 
 
 def assert_safe(drill: dict) -> None:
@@ -102,8 +109,7 @@ def test_baseline_goal_and_latency_budget_cross_the_link(drills):
         assert all(timing[k] >= 0.0 for k in TIMING_KEYS), timing
     received = {t["chunk_id"] for t in drill["safety_timing"]}
     assert len(received & {t["chunk_id"] for t in drill["policy_timing"]}) >= len(received) - 2  # window edges
-    moved = drills["stdout"].split("link traffic: robot->gpu ")[1].split(" MB")[0]
-    assert float(moved) > 10.0, "camera images did not cross the link (shared memory between the namespaces?)"
+    assert _link_mb(drills["stdout"]) > 1.0, "data did not cross the link (shared memory between the namespaces?)"
 
 
 @pytest.mark.skipif(NO_IPTABLES, reason="iptables is not installed: no way to drop packets at random here "
@@ -177,14 +183,14 @@ def test_policy_host_killed_mid_goal_safety_holds_and_episode_is_kept(drills):
 
 def test_two_hosts_demo_short(tmp_path):
     """Catches: scripts/two_hosts.sh's entry point broken (argument handling, namespaces left
-    behind, summary not written) with JPEG images across the link."""
+    behind, summary not written) with raw rgb8 images fragmented across the link."""
     out = tmp_path / "demo"
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    done = _run("vla_ros.two_hosts", ["--duration-s", "3", "--device", "cpu", "--images", "compressed",
-                                      "--output-dir", str(out)])
+    done = _run("vla_ros.two_hosts", ["--duration-s", "3", "--device", "cpu", "--output-dir", str(out)])
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outcome"] == "completed" and summary["chunks"] > 0, summary
     assert LeRobotDatasetReader(out / "dataset").num_episodes == 1
+    assert _link_mb(done.stdout) > 5.0, "raw images did not cross the link (3 s at 15 Hz is ~10 MB)"
     after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     assert not {n for n in after - before if n.startswith("vla")}, "network namespaces left behind"
