@@ -37,6 +37,7 @@ def publish_cameras(duration_s: float) -> None:
     """The camera process: CAMERAS x 640x480 rgb8 at RATE_HZ, stamped now, counted to stdout at exit."""
     import rclpy
     from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image
 
     from bench.bench_recorder import synthetic_frames
     from vla_ros.ros import convert
@@ -44,7 +45,7 @@ def publish_cameras(duration_s: float) -> None:
     rclpy.init()
     node = rclpy.create_node("soak_cameras")
     qos = QoSProfile(depth=5)  # reliable, like sim_robot_node's camera: matches any subscriber
-    pubs = [node.create_publisher(__import__("sensor_msgs.msg").msg.Image, t, qos) for t in TOPICS]
+    pubs = [node.create_publisher(Image, t, qos) for t in TOPICS]
     pools = [synthetic_frames(30, HEIGHT, WIDTH, i) for i in range(CAMERAS)]
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))

@@ -123,8 +123,7 @@ class Probe:
             if during is not None:
                 during(self.now() - start)
             if self.now() - start > seconds + 30.0:
-                return {"start_s": start, "end_s": self.now(), "outcome": "no result", "reason": "", "chunks": 0,
-                        "goal_handle": handle}
+                return {"start_s": start, "end_s": self.now(), "outcome": "no result", "reason": "", "chunks": 0}
             time.sleep(0.02)
         r = result.result().result
         return {"start_s": start, "end_s": self.now(), "outcome": OUTCOMES.get(r.outcome, "unknown"),
@@ -195,12 +194,11 @@ class Drills(Probe):
         if mode == "resize":
             rgb = self._cv2.resize(self._convert.image_to_rgb(msg), (640, 480), interpolation=self._cv2.INTER_LINEAR)
             msg = self._convert.rgb_to_image(rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id)
-        if self.images == "compressed":
+        self._raw_pub.publish(msg)  # the recorder on this host reads the raw images
+        if self.images == "compressed":  # and the policy on the other host the JPEG ones
             rgb = self._convert.image_to_rgb(msg)
             self._jpeg_pub.publish(self._convert.rgb_to_compressed(
                 rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id, 80))
-        else:
-            self._raw_pub.publish(msg)
 
     def baseline(self) -> dict[str, Any]:
         goal = self.goal(4.0)

@@ -60,7 +60,8 @@ def assert_safe(drill: dict) -> None:
     velocity limit between consecutive send stamps (x1.5 for control-tick jitter) while commands
     stream; after a silence (a hold that stopped sending, a sim reset) a new run starts from the
     measured position, so the pair across the gap is not a step."""
-    assert drill["commands"], "safety_node sent no command at all"
+    if not drill["commands"]:  # nothing sent is safe (on a starved machine every chunk may arrive too old)
+        return
     stamped = np.array([c for _, c in drill["commands"]], dtype=float)
     stamps, q = stamped[:, 0], stamped[:, 1:]
     lim = SAFETY.limits
@@ -103,6 +104,7 @@ def test_baseline_goal_and_latency_budget_cross_the_link(drills):
     'hosts' (no traffic on the link), a latency-budget field missing or negative."""
     drill = drills["drills"]["baseline"]
     assert drill["goals"][0]["outcome"] == "completed", drill["goals"][0]
+    assert drill["commands"], "safety_node sent no command at all"
     assert_safe(drill)
     assert drill["policy_timing"] and drill["safety_timing"]
     for timing in drill["policy_timing"]:
