@@ -5,6 +5,8 @@ rejected; with preempt the running goal aborts ("preempted by a new goal") and t
 Each cycle (replan_period_s) builds an observation from the newest messages, runs the policy on
 the goal's thread (never on the subscription threads) and publishes the chunk on the topic and
 as feedback. The chunk's stamp is the observation's (oldest source) stamp; dt is the policy's.
+Each chunk's latency budget (image transport and wait, decode, preprocess, inference, publish; ms)
+goes out on /vla/policy/chunk_timing as diagnostic_msgs/DiagnosticArray (docs/two_hosts.md).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
 from vla_ros.config.policy import PolicyNodeConfig
