@@ -146,6 +146,13 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
   fi
 fi
 
+# 4b. The two-host tests drop packets with iptables (random loss; this kernel has no netem).
+if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null && command -v apt-get >/dev/null; then
+  log "installing iptables for the two-host lossy-link test"
+  (apt-get install -y -qq iptables >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iptables >/dev/null; }) \
+    || log "WARNING: iptables could not be installed; the lossy-link test will skip"
+fi
+
 # 5. colcon builds both packages (colcon does not look inside a package folder, so name both).
 #    The Python version is part of the hash: the interfaces' extension modules are built for it.
 build_hash="$({ echo "python=$PY_VERSION"; { find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null || true; } \

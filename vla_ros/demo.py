@@ -44,14 +44,15 @@ def _backend(info: dict) -> str:
     return str(info.get("backend", "unknown"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, make_session=SimSession) -> int:
+    """`make_session` builds the session (SimSession's arguments); vla_ros.two_hosts splits it."""
     args = _args(argv)
     out = args.output_dir.resolve()
     dataset = out / "dataset"
     print(f"starting the nodes (logs in {out / 'logs'}) ...", flush=True)
     t0 = time.monotonic()
     try:
-        with SimSession(out / "logs", checkpoint_dir=args.checkpoint, device=args.device, record=True,
+        with make_session(out / "logs", checkpoint_dir=args.checkpoint, device=args.device, record=True,
                         dataset_root=str(dataset), backend=args.backend) as session:
             nodes_up_s = time.monotonic() - t0
             info = session.policy_info

@@ -43,8 +43,12 @@ class NodeProcesses:
         self.env = dict(os.environ if env is None else env)
         self.children: dict[str, subprocess.Popen] = {}
 
-    def start(self, node: str, params_file: Path | None = None, params: dict | None = None) -> subprocess.Popen:
-        cmd = [*node_command(node, self.env), "-m", f"vla_ros.ros.{node}", "--ros-args"]
+    def start(self, node: str, params_file: Path | None = None, params: dict | None = None,
+              prefix: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`prefix` runs the node through another program (e.g. `ip netns exec NS` for another
+        host; it must exec the node, so signals reach it); `env` replaces this set's environment."""
+        env = self.env if env is None else env
+        cmd = [*(prefix or []), *node_command(node, env), "-m", f"vla_ros.ros.{node}", "--ros-args"]
         if params_file is not None:
             cmd += ["--params-file", str(params_file)]
         for name, value in (params or {}).items():
@@ -53,7 +57,7 @@ class NodeProcesses:
         log = open(self.log_dir / f"{node}.log", "w")
         log.write(f"# {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         log.close()
         self.children[node] = proc

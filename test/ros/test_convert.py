@@ -129,6 +129,18 @@ def test_compressed_png_round_trip_and_garbage():
         convert.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
 
 
+def test_rgb_to_compressed_round_trips_colours_not_swapped():
+    """Catches: JPEG encoded from RGB as if it were BGR (red and blue swapped on the other host)."""
+    rgb = np.zeros((48, 64, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # red
+    msg = convert.rgb_to_compressed(rgb, 5, "cam", quality=95)
+    assert "jpeg" in msg.format and msg.header.stamp.nanosec == 5
+    back = convert.compressed_to_rgb(msg)
+    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).max() <= 8
+    with pytest.raises(ObservationError):
+        convert.rgb_to_compressed(rgb[..., 0], 0)
+
+
 def test_joint_positions_by_name_in_any_order():
     msg = JointState(name=["b", "c", "a"], position=[2.0, 3.0, 1.0])
     np.testing.assert_array_equal(convert.joint_positions(msg, ("a", "b", "c")), [1.0, 2.0, 3.0])

@@ -34,6 +34,9 @@ class CameraConfig:
                            range=(15.0, 60.0))
     topic: str = param("/camera/image_raw", "sensor_msgs/Image (rgb8) output topic")
     frame_id: str = param("camera_front", "header.frame_id of the images")
+    jpeg_quality: int = param(0, "Also publish <topic>/compressed (sensor_msgs/CompressedImage, JPEG at "
+                              "this quality) as image_transport does, for a policy on another host; "
+                              "0 = off", range=(0, 100))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,13 +119,15 @@ class DeepVisionPolicy:
         keep_ratio = self._keep_ratio  # one snapshot per call: a concurrent set_keep_ratio applies next time
         start_s = time.perf_counter()
         inputs = self.processor.observations_to_inputs(observations, self.device)
+        preprocess_s = time.perf_counter() - start_s  # images -> tensors on the device (latency budget)
         with torch.inference_mode():
             out = self._forward(inputs, keep_ratio)
         chunks = self.processor.actions_to_physical(out.actions)  # (B, H, A) float64, synchronises the device
         inference_s = time.perf_counter() - start_s
         kept = self.model.kept_patches_per_camera(keep_ratio) * len(self._spec.camera_names)
         return [PolicyOutput(actions=chunk, kept_expert_tokens=kept,
-                             info={"inference_s": inference_s, "keep_ratio": keep_ratio})
+                             info={"inference_s": inference_s, "preprocess_s": preprocess_s,
+                                   "keep_ratio": keep_ratio})
                 for chunk in chunks]
 
     def _forward(self, inputs: ModelInputs, keep_ratio: float) -> DeepVisionOutput:

@@ -92,6 +92,22 @@ def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera") -> Im
     return msg
 
 
+def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
+                      quality: int = 90) -> CompressedImage:
+    """sensor_msgs/CompressedImage (jpeg) from an (H, W, 3) uint8 RGB array."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ObservationError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ObservationError(f"JPEG encoding of a {rgb.shape} image failed")
+    msg = CompressedImage()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.format = "rgb8; jpeg compressed bgr8"  # image_transport's spelling
+    msg.data = jpeg.tobytes()
+    return msg
+
+
 def joint_positions(msg: JointState, joint_names: tuple[str, ...]) -> np.ndarray:
     """(J,) float64 positions in `joint_names` order, matched by name (any order in the message)."""
     if len(msg.position) != len(msg.name):

@@ -8,6 +8,9 @@ as feedback. The chunk's stamp is the observation's (oldest source) stamp; dt is
 
 While safety_node reports the e-stop latched on /vla/safety/status, new goals are rejected and a
 running goal aborts, both with the reason (a dry run, i.e. disarmed, is not an error).
+
+Each chunk's latency budget (image transport and wait, decode, preprocess, inference, publish; ms)
+goes out on /vla/policy/chunk_timing as diagnostic_msgs/DiagnosticArray (docs/two_hosts.md).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import cv2
 import numpy as np
 import psutil
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -50,6 +53,17 @@ Result = RunPolicy.Result
 RESULT_SEND_GRACE_S = 0.3
 CHECKPOINT_CONFIG = "config.json"  # vla_ros.model.checkpoint.CONFIG_FILE (that module imports torch)
 POLICY_INFO_TOPIC = "/vla/policy/info"  # std_msgs/String JSON, latched: backend, provider, ready_s, ...
+TIMING_TOPIC = "/vla/policy/chunk_timing"
+
+
+def chunk_timing_msg(chunk_id: int, stamp_ns: int, timing_ms: dict[str, float]) -> DiagnosticArray:
+    """One chunk's latency budget (ms) as diagnostics; header.stamp is the chunk's (observation) stamp."""
+    values = [KeyValue(key="chunk_id", value=str(chunk_id))]
+    values += [KeyValue(key=k, value=f"{v:.3f}") for k, v in timing_ms.items()]
+    array = DiagnosticArray(status=[DiagnosticStatus(level=DiagnosticStatus.OK, name="policy_node chunk timing",
+                                                     hardware_id="vla_ros", values=values)])
+    array.header.stamp = convert.ns_to_stamp(stamp_ns)
+    return array
 
 
 def check_policy_matches(policy: Policy | CheckpointContract, cfg: PolicyNodeConfig) -> None:
@@ -133,6 +147,8 @@ class PolicyNode(Node):
         self._policy.set_keep_ratio(cfg.keep_ratio)
         self._gate = ObservationGate(cfg.camera_topics, cfg.joint_states_topic)
         self._chunk_id = 0
+        self._receipt_lock = threading.Lock()
+        self._image_receipts: list[tuple[int, int]] = []  # (stamp, receipt) of the images of the cycle's observation
         self._idle = threading.Condition(self._goal_lock)
         self._estop_reason = ""  # non-empty while safety_node reports the e-stop latched
 
@@ -148,6 +164,7 @@ class PolicyNode(Node):
         self._chunk_pub = self.create_publisher(ActionChunkMsg, cfg.chunk_topic, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._instruction_pub = self.create_publisher(String, cfg.instruction_topic, latched)
+        self._timing_pub = self.create_publisher(DiagnosticArray, TIMING_TOPIC, 10)
         goals = ReentrantCallbackGroup()
         self._start_client = self.create_client(StartEpisode, "/vla/recorder/start_episode", callback_group=goals)
         self._stop_client = self.create_client(StopEpisode, "/vla/recorder/stop_episode", callback_group=goals)
@@ -166,7 +183,8 @@ class PolicyNode(Node):
 
     # -- inputs (subscription threads: store only, never decode or infer here) --
     def _on_image(self, topic: str, msg: Image | CompressedImage) -> None:
-        self._gate.offer(topic, convert.stamp_to_ns(msg.header.stamp), msg)
+        # The receipt time travels with the message for the latency budget (stamp -> here -> used).
+        self._gate.offer(topic, convert.stamp_to_ns(msg.header.stamp), (msg, self.get_clock().now().nanoseconds))
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._gate.offer(JOINT_STATE_SOURCE, convert.stamp_to_ns(msg.header.stamp), msg)
@@ -179,7 +197,10 @@ class PolicyNode(Node):
                                       "safety_node reports the e-stop latched (release it, then call "
                                       f"/vla/safety/reset): {values.get('last_reason', '')}")
 
-    def _decode_image(self, topic: str, msg: Image | CompressedImage) -> np.ndarray:
+    def _decode_image(self, topic: str, held: tuple[Image | CompressedImage, int]) -> np.ndarray:
+        msg, received_ns = held
+        with self._receipt_lock:
+            self._image_receipts.append((convert.stamp_to_ns(msg.header.stamp), received_ns))
         cfg = self._params.current
         rgb = convert.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else convert.image_to_rgb(msg)
         want = (cfg.image_height_px, cfg.image_width_px)
@@ -308,8 +329,12 @@ class PolicyNode(Node):
             if now < next_cycle:
                 time.sleep(min(next_cycle - now, 0.02))  # short sleeps keep cancel responsive
                 continue
+            build_ns = self.get_clock().now().nanoseconds
+            t_build = time.perf_counter()
+            with self._receipt_lock:
+                self._image_receipts = []
             try:
-                obs = self._gate.build(self.get_clock().now().nanoseconds, cfg.max_observation_age_s,
+                obs = self._gate.build(build_ns, cfg.max_observation_age_s,
                                        goal.instruction, self._decode_image,
                                        lambda m: convert.joint_positions(m, cfg.joint_names))
             except StaleObservationError as err:
@@ -322,6 +347,7 @@ class PolicyNode(Node):
                 return Result.OUTCOME_ABORTED, f"bad observation: {err}", chunks
             waiting_since = None
             t0 = time.perf_counter()
+            decode_s = t0 - t_build  # images and joint state decoded (and resized) inside build()
             try:
                 output = self._policy.predict(obs)
             except Exception as err:  # the goal aborts with the message; the node keeps serving
@@ -331,10 +357,21 @@ class PolicyNode(Node):
             chunk = self._make_chunk(obs.stamp_ns, output.actions)
             if chunk is None:
                 return Result.OUTCOME_ABORTED, "policy error: non-finite or mis-shaped actions", chunks
+            t_publish = time.perf_counter()
             msg = convert.chunk_to_msg(chunk)
             self._chunk_pub.publish(msg)
+            publish_s = time.perf_counter() - t_publish
             goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
                                                             kept_expert_tokens=int(output.kept_expert_tokens)))
+            preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
+            with self._receipt_lock:
+                stamp_ns, received_ns = min(self._image_receipts) if self._image_receipts else (build_ns, build_ns)
+            self._timing_pub.publish(chunk_timing_msg(chunk.chunk_id, chunk.stamp_ns, {
+                "observation_age_ms": (build_ns - obs.stamp_ns) * 1e-6,  # oldest source: an image in practice
+                "image_transport_ms": (received_ns - stamp_ns) * 1e-6,  # oldest image: stamp -> callback
+                "image_wait_ms": (build_ns - received_ns) * 1e-6,  # callback -> taken by this cycle
+                "decode_ms": decode_s * 1e3, "preprocess_ms": preprocess_s * 1e3,
+                "inference_ms": (inference_s - preprocess_s) * 1e3, "publish_ms": publish_s * 1e3}))
             chunks += 1
             next_cycle = max(next_cycle + cfg.replan_period_s, time.monotonic())
 

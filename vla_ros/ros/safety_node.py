@@ -56,6 +56,7 @@ from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 RESET_SERVICE = "/vla/safety/reset"
 ARM_SERVICE = "/vla/safety/arm"
 STATUS_TOPIC = "/vla/safety/status"
+CHUNK_TIMING_TOPIC = "/vla/safety/chunk_timing"  # per chunk: its age (now - stamp) on receipt
 
 
 def command_to_trajectory(result: TickResult, joint_names: tuple[str, ...], stamp_ns: int) -> JointTrajectory:
@@ -118,6 +119,7 @@ class SafetyNode(Node):
         self._robot_pub = self.create_publisher(msg_type, cfg.output.topic, 10)
         self._dry_run_pub = self.create_publisher(msg_type, cfg.output.dry_run_topic, 10)
         self._status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10)
+        self._chunk_timing_pub = self.create_publisher(DiagnosticArray, CHUNK_TIMING_TOPIC, 10)
         self.create_subscription(ActionChunkMsg, cfg.chunk_topic, self._on_chunk, 10)
         self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state,
                                  qos_profile_sensor_data)
@@ -147,6 +149,18 @@ class SafetyNode(Node):
                 verdict = self._core.refuse_malformed_chunk(msg.chunk_id, str(err))
         if not verdict.accepted:
             self.get_logger().warning(verdict.message, throttle_duration_sec=1.0)
+        self._publish_chunk_timing(msg, now_ns, verdict.accepted)
+
+    def _publish_chunk_timing(self, msg: ActionChunkMsg, now_ns: int, accepted: bool) -> None:
+        age_ms = (now_ns - convert.stamp_to_ns(msg.header.stamp)) * 1e-6
+        status = DiagnosticStatus(level=DiagnosticStatus.OK if accepted else DiagnosticStatus.WARN,
+                                  name="safety_node chunk timing", hardware_id="vla_ros",
+                                  values=[KeyValue(key="chunk_id", value=str(msg.chunk_id)),
+                                          KeyValue(key="age_at_receipt_ms", value=f"{age_ms:.3f}"),
+                                          KeyValue(key="accepted", value=str(accepted).lower())])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = convert.ns_to_stamp(now_ns)
+        self._chunk_timing_pub.publish(array)
 
     def _on_joint_state(self, msg: JointState) -> None:
         received_ns = self.get_clock().now().nanoseconds

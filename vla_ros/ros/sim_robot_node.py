@@ -3,6 +3,7 @@
 Publishes
   joint_state_topic (/joint_states)        sensor_msgs/JointState at joint_state_rate_hz
   camera.topic (/camera/image_raw)         sensor_msgs/Image rgb8 at camera.rate_hz
+  camera.topic + /compressed               sensor_msgs/CompressedImage (JPEG), when camera.jpeg_quality > 0
   result_topic (/sim/task_result)          std_msgs/String, JSON {task, seed, instruction, time_s,
                                            success, score, details}; latched, 2 Hz and after resets
   state_topic (/sim/state)                 std_msgs/String, JSON of the full SimState (object poses,
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -83,6 +84,8 @@ class SimRobotNode(Node):
         sensors = QoSProfile(depth=5)  # reliable: matches reliable and best-effort subscribers
         self._joint_pub = self.create_publisher(JointState, cfg.joint_state_topic, sensors)
         self._image_pub = self.create_publisher(Image, cfg.camera.topic, sensors)
+        self._jpeg_pub = (self.create_publisher(CompressedImage, cfg.camera.topic + "/compressed", sensors)
+                          if cfg.camera.jpeg_quality > 0 else None)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._result_pub = self.create_publisher(String, cfg.result_topic, latched)
         self._state_pub = self.create_publisher(String, STATE_TOPIC, QoSProfile(depth=1))
@@ -166,6 +169,9 @@ class SimRobotNode(Node):
             self._state_pub.publish(String(data=json.dumps(state)))
             if image is not None:
                 self._image_pub.publish(convert.rgb_to_image(image, stamp_ns, cfg.camera.frame_id))
+                if self._jpeg_pub is not None:
+                    self._jpeg_pub.publish(convert.rgb_to_compressed(image, stamp_ns, cfg.camera.frame_id,
+                                                                     cfg.camera.jpeg_quality))
                 # keep the rate on average; after a stall start afresh instead of bursting
                 next_frame_s = max(next_frame_s + 1.0 / cfg.camera.rate_hz, now_s)
             if now_s >= next_result_s:
