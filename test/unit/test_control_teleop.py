@@ -1,8 +1,9 @@
 """TeleopController (vla_ros.control.teleop): leader mapping, Joy jog, engage/release, watchdog, refusals.
 
 The property test drives any stream of device messages (sane, NaN, wrong sizes, unknown names, silence),
-engage/disengage requests and joint states through the controller: every target is finite, inside the
-position limits, and consecutive targets of a stream keep the velocity and acceleration limits.
+engage/disengage requests and joint states through the controller: every target (and every previewed
+one) is finite, inside the position limits, and consecutive targets of a stream keep the velocity and
+acceleration limits.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class TeleopMachine(RuleBasedStateMachine):
         for _ in range(ticks):
             self.t += DT_NS
             self.core.update_joint_state(self.measured, self.t)
-            tick = self.core.tick(self.t)
+            tick = self.core.tick(self.t, preview_steps=4)
             if tick.target is None:
                 assert tick.state is TeleopState.IDLE
                 self.was_idle = True
@@ -244,6 +245,10 @@ class TeleopMachine(RuleBasedStateMachine):
                 self.checker.start(self.measured)
                 self.was_idle = False
             self.checker.check(tick.target)
+            preview = Checker()  # the preview goes to safety_node too: the same limits from this target on
+            preview.last, preview.velocity = self.checker.last, self.checker.velocity
+            for position in tick.preview:
+                preview.check(position)
             self.measured = tick.target.copy()  # the arm follows
             if tick.state is TeleopState.IDLE:
                 self.was_idle = True  # that was the stream's last target, sent at rest

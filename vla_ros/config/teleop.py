@@ -97,8 +97,9 @@ class TeleopConfig:
                               "pedal, or a supervising program); '' = off")
     rate_hz: float = param(25.0, "Chunks per second while engaged; the device is read at this rate [Hz]",
                            range=(1.0, 500.0))
-    chunk_steps: int = param(3, "Steps per chunk: the target now, then held; a chunk covers (steps - 1) "
-                             "periods so safety_node never runs dry between two", range=(2, 50))
+    chunk_steps: int = param(5, "Steps per chunk: the target now, then the predicted next ones if the device "
+                             "holds still; a chunk covers (steps - 1) periods, so safety_node does not run dry "
+                             "when a chunk is late", range=(2, 50))
     device_timeout_s: float = param(0.25, "A device silent for this long counts as released: the arm brakes "
                                     "to rest [s]", range=(0.01, 10.0), dynamic=True)
     joint_state_timeout_s: float = param(0.5, "Engaging needs a measured joint state younger than this [s]",

@@ -4,8 +4,8 @@ The pure core of teleop_node (the node converts messages and publishes each targ
 ActionChunk to safety_node, which applies the robot's limits once more).
 
 States. IDLE: nothing is sent. engage() starts a stream at rest at the measured position and
-enters ENGAGING (leader: the follower ramps to the leader at engage_speed_ratio of the velocity
-limits (a goal walking towards the leader); refused when the leader is farther than engage_max_distance_rad, the start-up gate) or
+enters ENGAGING (leader: the follower follows the leader minus the engage-time gap, which shrinks
+at engage_speed_ratio of the velocity limits, so a moving leader is caught up with too; refused when the leader is farther than engage_max_distance_rad, the start-up gate) or
 ENGAGED directly (joy: the jog starts from rest). ENGAGING becomes ENGAGED once every driven joint
 is within engaged_tolerance_rad of the leader. engage(False) enters RELEASING: the stream brakes
 to rest within the acceleration limit, then IDLE. `engaged` is true in every state but IDLE, so a
@@ -67,6 +67,7 @@ class TeleopTick:
     target: np.ndarray | None  # (J,) joint_names order; None: send nothing
     state: TeleopState
     device_fresh: bool
+    preview: np.ndarray  # (K, J) the next K targets if the device holds still (same limiter); (0, J) if none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,7 @@ class TeleopController:
         self._buttons: tuple[int, ...] = ()
         self._gripper_goal: float | None = None
         self._stop_target: np.ndarray | None = None  # where a braking stream comes to rest
+        self._gap = np.zeros(len(config.joint_names))  # engaging: leader - follower offset, shrinking to 0
         self._engagements = 0
         self._refused: collections.Counter[Refusal] = collections.Counter()
         self._last_reason = ""
@@ -253,6 +255,7 @@ class TeleopController:
         if self._state is TeleopState.RELEASING:  # the stream is still moving: continue it, no jump
             self._state = TeleopState.ENGAGING if cfg.device == "leader" else TeleopState.ENGAGED
             self._stop_target = None
+            self._gap = self._leader_gap(self._motion.position_rad)
             self._engagements += 1
             return True, "re-engaged while braking"
         if self._measured_ns is None or (now_ns - self._measured_ns) * 1e-9 > cfg.joint_state_timeout_s:
@@ -271,11 +274,18 @@ class TeleopController:
                                            "move the leader closer first")
         self._motion = MotionState.at_rest(np.clip(measured, self._limits.position_min_rad,
                                                    self._limits.position_max_rad))
+        self._gap = self._leader_gap(self._motion.position_rad)
         self._gripper_goal = None
         self._stop_target = None
         self._state = TeleopState.ENGAGING if cfg.device == "leader" else TeleopState.ENGAGED
         self._engagements += 1
         return True, f"engaged ({cfg.device}) from the measured position"
+
+    def _leader_gap(self, position: np.ndarray) -> np.ndarray:
+        """(J,) leader minus follower where the leader drives a joint (0 elsewhere, and for joy)."""
+        if self._cfg.device != "leader" or self._leader_target is None:
+            return np.zeros(self._count)
+        return np.where(np.isfinite(self._leader_target), self._leader_target - position, 0.0)
 
     def _refuse_engage(self, message: str) -> tuple[bool, str]:
         self.refuse(Refusal.ENGAGE_REFUSED, f"engage refused: {message}")
@@ -296,10 +306,9 @@ class TeleopController:
         cfg, position = self._cfg, self._motion.position_rad
         if cfg.device == "leader":
             target = np.where(np.isfinite(self._leader_target), self._leader_target, position)
-            if self._state is TeleopState.ENGAGING:  # ramp: a goal that walks to the leader at the ramp speed
-                step = self._ramp_speed * dt_s
-                velocity = np.clip(target - position, -step, step) / dt_s
-                return position + velocity * dt_s, velocity
+            if self._state is TeleopState.ENGAGING:  # ramp: follow the leader minus a gap that shrinks
+                self._gap = np.sign(self._gap) * np.maximum(np.abs(self._gap) - self._ramp_speed * dt_s, 0.0)
+                return target - self._gap, np.zeros(self._count)
             return target, np.zeros(self._count)
         joy = cfg.joy
         if not self._buttons[joy.deadman_button]:
@@ -324,11 +333,15 @@ class TeleopController:
             target[g], velocity[g] = self._gripper_goal, 0.0
         return target, velocity
 
-    def tick(self, now_ns: int) -> TeleopTick:
-        """The target to send now (None while IDLE)."""
+    def tick(self, now_ns: int, preview_steps: int = 0) -> TeleopTick:
+        """The target to send now (None while IDLE) and `preview_steps` predicted next ones.
+
+        The preview keeps the goal of this tick (a joy jog keeps its velocity) under the same limiter, so
+        a chunk of [target, preview...] stays within the limits and a blending consumer lags less.
+        """
         fresh = self._device_fresh(now_ns)
         if self._state is TeleopState.IDLE:
-            return TeleopTick(None, self._state, fresh)
+            return TeleopTick(None, self._state, fresh, np.zeros((0, self._count)))
         dt_s = 1.0 / self._cfg.rate_hz
         goal = None
         if self._state is not TeleopState.RELEASING and fresh:
@@ -341,14 +354,19 @@ class TeleopController:
             self._stop_target = None
         self._motion = limit_step(self._motion, goal[0], goal[1], self._limits, dt_s)
         target = self._motion.position_rad.copy()
-        if self._state is TeleopState.ENGAGING and fresh:
+        preview, motion, goal_target = np.zeros((preview_steps, self._count)), self._motion, goal[0]
+        for k in range(preview_steps):
+            goal_target = goal_target + goal[1] * dt_s
+            motion = limit_step(motion, goal_target, goal[1], self._limits, dt_s)
+            preview[k] = motion.position_rad
+        if self._state is TeleopState.ENGAGING and fresh and not np.any(self._gap):
             driven = np.isfinite(self._leader_target)
             if np.all(np.abs(self._leader_target - target)[driven] <= self._cfg.engaged_tolerance_rad):
                 self._state = TeleopState.ENGAGED
         elif self._state is TeleopState.RELEASING and self._motion.is_at_rest:
             self._state = TeleopState.IDLE  # this last target still goes out; then nothing
             self._motion = None
-        return TeleopTick(target, self._state, fresh)
+        return TeleopTick(target, self._state, fresh, preview)
 
     # ----------------------------------------------------------------------------- status
     def status(self) -> TeleopStatus:

@@ -2,7 +2,8 @@
 
 Device-agnostic wiring of vla_ros.control.teleop.TeleopController (all the logic lives there). It
 never commands the robot itself: each tick while engaged it publishes the target as an ActionChunk
-(joint_position, stamped now, the target held for chunk_steps steps) on chunk_topic, so
+(joint_position, stamped now: the target, then the core's preview of the next chunk_steps - 1
+targets) on chunk_topic, so
 safety_node's clipping, start-up gate, watchdog and e-stop apply exactly as to the policy's chunks.
 
   in   joint_states_topic          sensor_msgs/JointState (follower, matched by name)
@@ -178,7 +179,7 @@ class TeleopNode(Node):
         cfg = self._params.current
         now_ns = self._now_ns()
         with self._lock:
-            tick = self._core.tick(now_ns)
+            tick = self._core.tick(now_ns, cfg.chunk_steps - 1)
             engaged = self._core.engaged
         if tick.target is not None:
             if not self._was_engaged:
@@ -186,7 +187,7 @@ class TeleopNode(Node):
             self._chunk_count += 1
             chunk = ActionChunk(chunk_id=CHUNK_ID_BASE + self._chunk_count, stamp_ns=now_ns,
                                 action_space="joint_position", names=cfg.joint_names, dt_s=1.0 / cfg.rate_hz,
-                                actions=np.tile(tick.target, (cfg.chunk_steps, 1)))
+                                actions=np.vstack([tick.target, tick.preview]))
             self._chunk_pub.publish(convert.chunk_to_msg(chunk))
         self._publish_engaged(engaged)
 
