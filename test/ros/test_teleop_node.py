@@ -4,6 +4,7 @@ the device watchdog and refused device messages."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -11,7 +12,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from test.conftest import wait_for
 from test.fakes import RampPolicy
@@ -193,3 +194,51 @@ def test_stale_leader_stops_motion_and_bad_messages_are_counted(ros):
             np.testing.assert_array_equal(np.asarray(operator.chunks[-1][1].actions[:7]), settled)
         finally:
             operator.stop()
+
+
+def test_joy_buttons_record_an_episode_and_bad_joy_messages_are_counted(ros, tmp_path):
+    """Catches record buttons that do not reach the recorder (one person could not collect alone), a
+    success mark that is lost, and malformed Joy messages that are not refused and counted."""
+    cfg = TeleopConfig(device="joy")
+    joy_cfg = cfg.joy
+    ros.add(TeleopNode(cfg, context=ros.context))
+    ros.add(RecorderNode(RecorderConfig(dataset_root=str(tmp_path / "dataset"), fps=10, min_free_disk_mb=0),
+                         context=ros.context))
+    with SensorPublisher(ros.node("teleop_test_sensors"), rate_hz=30.0) as sensors:
+        sensors.positions = HOME.copy()
+        operator = Operator(ros, sensors)
+        operator.publish_leader = False
+        command_pub = operator.node.create_publisher(JointTrajectory, ROBOT_TOPIC, 10)
+
+        def press(*buttons, axes=(0.0,) * 6) -> None:
+            for pressed in (buttons, ()):  # a press, then the release
+                values = [0] * 10
+                for b in pressed:
+                    values[b] = 1
+                operator.joy_pub.publish(Joy(axes=list(axes), buttons=values))
+                time.sleep(0.15)
+
+        try:
+            wait_for(lambda: operator.status.get("state") == "idle", 10.0, "teleop status")
+            recorder_status: dict[str, str] = {}
+            operator.node.create_subscription(
+                DiagnosticArray, "/vla/recorder/status",
+                lambda m: recorder_status.update({kv.key: kv.value for kv in m.status[0].values}), 10)
+            press(joy_cfg.record_start_button)
+            wait_for(lambda: recorder_status.get("recording") == "True", 10.0, "recording started by button")
+            for _ in range(15):  # robot commands for the frames
+                msg = JointTrajectory(joint_names=list(DEFAULT_JOINTS))
+                msg.points.append(JointTrajectoryPoint(positions=list(HOME)))
+                command_pub.publish(msg)
+                time.sleep(0.1)
+            press(joy_cfg.success_button)
+            press(joy_cfg.record_stop_button)
+            wait_for(lambda: recorder_status.get("recording") == "False", 10.0, "recording stopped by button")
+            operator.joy_pub.publish(Joy(axes=[0.0, float("nan"), 0, 0, 0, 0], buttons=[0] * 10))
+            operator.joy_pub.publish(Joy(axes=[0.0] * 2, buttons=[0] * 10))
+            wait_for(lambda: operator.status.get("refused.non_finite") == "1"
+                     and operator.status.get("refused.wrong_size") == "1", 10.0, "refused Joy messages counted")
+        finally:
+            operator.stop()
+    reader = LeRobotDatasetReader(tmp_path / "dataset")
+    assert reader.num_episodes == 1 and reader.episodes[0].is_success
