@@ -3,7 +3,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "vla_ros"
-NODES = ["policy_node", "safety_node", "recorder_node", "sim_robot_node", "scripted_teleop_node"]
+NODES = ["policy_node", "safety_node", "recorder_node", "sim_robot_node", "scripted_teleop_node",
+         "teleop_node"]
 
 setup(
     name=PACKAGE,

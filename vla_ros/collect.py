@@ -1,6 +1,6 @@
 """Record scripted demonstrations in the sim, the way a teleop session records them.
 
-    python -m vla_ros.collect --task pour|write|both --episodes N --dataset DIR [--seed0 S]
+    python -m vla_ros.collect --task pour|write|both --episodes N --dataset DIR [--seed0 S] [--device D]
 
 Starts sim_robot_node, recorder_node and scripted_teleop_node (each its own process). Per episode the
 sim is reset with seed S, S+1, ... (randomised object placement, letter), the scripted expert
@@ -9,6 +9,10 @@ instruction, is_success from the sim's task check). With --task both, N episodes
 recorded, alternating pour and write with the same seeds. Prints a summary and writes it to
 LOG_DIR/collection_summary.json; every process is taken down again. Exit code 0 when every
 demonstration was recorded.
+
+--device command (default): the expert commands the arm directly. --device leader: it plays a leader
+arm and --device joy a gamepad (joint jog, deadman held) for teleop_node, whose chunks pass through
+safety_node: the path a person's teleoperation takes (teleop_node and safety_node are started too).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset directory (created or appended to)")
     parser.add_argument("--seed0", type=int, default=0, help="seed of the first episode; then +1 per episode")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: DATASET/../collect_logs)")
+    parser.add_argument("--device", choices=("command", "leader", "joy"), default="command",
+                        help="how the scripted expert drives the arm (see above)")
     parser.add_argument("--control-rate-hz", type=float, default=20.0, help="teleop command rate")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="wall-clock limit per demonstration")
     args = parser.parse_args(argv)
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     results: list[dict] = []
     try:
-        with TeleopSession(log_dir, str(dataset), teleop_params={"control_rate_hz": args.control_rate_hz}) as session:
+        with TeleopSession(log_dir, str(dataset), teleop_params={"control_rate_hz": args.control_rate_hz},
+                           device=args.device) as session:
             with tqdm(plan, unit="episode", file=sys.stdout) as bar:
                 for task, seed in bar:
                     bar.set_description(f"{task} seed {seed}")

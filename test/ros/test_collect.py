@@ -44,3 +44,21 @@ def test_one_scripted_demonstration_is_recorded_like_teleop(tmp_path) -> None:
     assert np.percentile(np.abs(states[:, :6] - actions[:, :6]).max(axis=1), 95) < 0.5
     frame = reader.get_frame(episode.dataset_from_index + 10)
     assert frame["observation.images.front"].shape == (240, 320, 3)
+
+
+def test_a_leader_demonstration_goes_through_teleop_and_safety(tmp_path) -> None:
+    """Catches `--device leader` commanding the arm around teleop_node and safety_node, or the recorder
+    tagging a plain teleop demonstration as an intervention."""
+    dataset, logs = tmp_path / "dataset", tmp_path / "logs"
+    code = collect_main(["--task", "pour", "--episodes", "1", "--dataset", str(dataset), "--log-dir", str(logs),
+                         "--seed0", "3", "--device", "leader"])
+    assert psutil.Process().children(recursive=True) == [], "node processes were left running"
+    summary = json.loads((logs / "collection_summary.json").read_text())
+    assert code == 0 and summary["episodes_kept"] == 1, summary
+    assert "engaged (leader)" in (logs / "teleop_node.log").read_text()
+    assert "running" in (logs / "safety_node.log").read_text()
+    reader = LeRobotDatasetReader(dataset)
+    table = reader.episode_table(0)
+    assert reader.episodes[0].source == "teleop" and set(table["source"]) == {"teleop"}
+    states = np.asarray(table["observation.state"])
+    assert np.abs(np.diff(states[:, :6], axis=0)).sum() > 1.0  # the arm travelled

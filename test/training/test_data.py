@@ -177,3 +177,22 @@ def test_task_filter_keeps_only_episodes_of_the_named_tasks(recorded_dataset):
     assert {dataset[i]["instruction"] for i in range(0, len(dataset), FRAMES)} == {wanted}
     with pytest.raises(RecordingError, match="of other tasks"):
         ChunkDataset([str(recorded_dataset)], chunk_size=8, task_filter=("no such task",))
+
+
+def test_source_filter_and_intervention_weight(tmp_path):
+    """Catches intervention frames that are not told apart from policy frames (filter, mask and weight):
+    DAgger's corrections would then count no more than the policy's own mistakes."""
+    root = write_dataset(tmp_path / "dagger", episodes=2, frames=FRAMES, intervention=(6, 12))
+    plain = ChunkDataset([str(root)], chunk_size=8, intervention_weight=4.0)
+    assert len(plain) == 2 * FRAMES and plain.intervention_frames == 2 * 6
+    weights = [float(plain[i]["weight"]) for i in range(FRAMES)]
+    assert weights == [1.0] * 6 + [4.0] * 6 + [1.0] * (FRAMES - 12)
+    only = ChunkDataset([str(root)], chunk_size=8, source_filter=("intervention",))
+    assert len(only) == 2 * 6 and only.episode_lengths == [6, 6]
+    first, last = only[0], only[5]  # frames 6 and 11 of episode 0
+    positions = trajectory(0, FRAMES)
+    np.testing.assert_allclose(first["state"].numpy(), positions[6], atol=1e-6)
+    assert first["action_mask"].tolist() == [True] * 6 + [False] * 2  # steps 6..11 are corrections, 12.. not
+    assert last["action_mask"].tolist() == [True] + [False] * 7
+    with pytest.raises(RecordingError, match="sources"):
+        ChunkDataset([str(root)], chunk_size=8, source_filter=("teleop",))

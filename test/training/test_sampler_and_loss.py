@@ -81,3 +81,12 @@ def test_masked_l1_equals_the_model_head_loss_when_nothing_is_padded():
     predicted, target = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
     torch.testing.assert_close(masked_l1(predicted, target, torch.ones(2, 4, dtype=torch.bool)),
                                ParallelL1Head.loss(predicted, target))
+
+
+def test_masked_l1_with_weights_is_the_weighted_mean():
+    """Catches intervention_weight being ignored or renormalising away (a weight must shift the mean)."""
+    predicted = torch.zeros(2, 3, 2)
+    target = torch.stack([torch.ones(3, 2), 3 * torch.ones(3, 2)])  # errors 1 and 3
+    mask = torch.tensor([[True, True, False], [True, True, True]]).float() * torch.tensor([1.0, 4.0])[:, None]
+    expected = (2 * 2 * 1.0 + 3 * 2 * 3.0 * 4.0) / ((2 + 3 * 4.0) * 2)
+    assert float(masked_l1(predicted, target, mask)) == pytest.approx(expected)

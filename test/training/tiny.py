@@ -42,17 +42,23 @@ def image(positions: np.ndarray, frame: int) -> np.ndarray:
     return rgb
 
 
-def write_dataset(root: Path, episodes: int = 6, frames: int = 24) -> Path:
-    """A LeRobot v3 dataset of `episodes` x `frames` frames at FPS, one 64x64 camera 'front'."""
+def write_dataset(root: Path, episodes: int = 6, frames: int = 24, intervention: tuple[int, int] | None = None
+                  ) -> Path:
+    """A LeRobot v3 dataset of `episodes` x `frames` frames at FPS, one 64x64 camera 'front'.
+
+    intervention=(first, end): policy episodes whose frames first..end-1 are marked as an intervention.
+    """
     spec = DatasetSpec(ROBOT_TYPE, FPS, JOINTS, JOINTS, (CameraSpec("front", *IMAGE_HW),))
     period_ns = 1_000_000_000 // FPS
     with DatasetWriter(root, spec, WriterOptions(min_free_disk_mb=0)) as writer:
         for episode in range(episodes):
-            writer.start_episode(TASKS[episode % len(TASKS)], "scripted")
+            writer.start_episode(TASKS[episode % len(TASKS)], "scripted" if intervention is None else "policy")
             positions = trajectory(episode, frames)
             start_ns = (episode + 1) * 1_000 * 1_000_000_000
             for k in range(frames):
                 stamp_ns = start_ns + k * period_ns
+                if intervention is not None and k in intervention:
+                    writer.mark_intervention(k == intervention[0], stamp_ns - 1)
                 writer.add_image("front", image(positions[k], k), stamp_ns)
                 writer.add_joint_state(positions[k], stamp_ns)
                 writer.add_command(positions[k + 1], stamp_ns)

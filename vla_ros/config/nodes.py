@@ -10,6 +10,7 @@ NODE_CONFIGS = {
     "recorder_node": ("vla_ros.config.recorder", "RecorderConfig"),
     "sim_robot_node": ("vla_ros.config.sim", "SimConfig"),
     "scripted_teleop_node": ("vla_ros.config.scripted_teleop", "ScriptedTeleopConfig"),
+    "teleop_node": ("vla_ros.config.teleop", "TeleopConfig"),
 }
 
 

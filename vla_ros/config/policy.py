@@ -47,6 +47,10 @@ class PolicyNodeConfig:
     instruction_topic: str = param("/vla/instruction", "The running goal's instruction (latched), for "
                                    "the recorder.")
     action_server_name: str = param("/vla/run_policy", "RunPolicy action server name.")
+    teleop_engaged_topic: str = param(
+        "/vla/teleop/engaged", "std_msgs/Bool (teleop_node): while true a running goal sends no chunks (a "
+        "person has taken over); after it turns false the goal resumes from an observation taken after the "
+        "release, and the result counts the interventions. '' = off.")
     replan_period_s: float = param(0.1, "Seconds between the starts of two inferences; a chunk is computed "
                                    "from the freshest observation every period.", range=(0.005, 10.0),
                                    dynamic=True)

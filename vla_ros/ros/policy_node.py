@@ -11,6 +11,11 @@ running goal aborts, both with the reason (a dry run, i.e. disarmed, is not an e
 
 Each chunk's latency budget (image transport and wait, decode, preprocess, inference, publish; ms)
 goes out on /vla/policy/chunk_timing as diagnostic_msgs/DiagnosticArray (docs/two_hosts.md).
+
+Takeover: while teleop_engaged_topic says true (teleop_node holds the arm through safety_node), the
+goal sends no chunks (feedback intervention_active); once it says false the goal resumes with an
+observation stamped after the release, so its first chunk starts from where the arm is now.
+The result counts the takeovers (intervention_count) and their duration (intervention_s).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from vla_ros.config.policy import PolicyNodeConfig
 from vla_ros.errors import CheckpointError, ConfigError, ObservationError, PolicyMismatchError, StaleObservationError
@@ -127,8 +132,12 @@ def load_policy(cfg: PolicyNodeConfig) -> Policy:
 class _GoalRun:
     """State of the running goal, shared with the goal callback for preemption."""
 
-    def __init__(self) -> None:
+    def __init__(self, takeovers_before: int) -> None:
         self.preempted = threading.Event()
+        self.takeovers_before = takeovers_before  # teleop engagements counted before the goal started
+        self.interventions = 0
+        self.intervention_s = 0.0
+        self.paused_since: float | None = None  # monotonic time teleop took over; None while the policy drives
 
 
 class PolicyNode(Node):
@@ -151,6 +160,10 @@ class PolicyNode(Node):
         self._image_receipts: list[tuple[int, int]] = []  # (stamp, receipt) of the images of the cycle's observation
         self._idle = threading.Condition(self._goal_lock)
         self._estop_reason = ""  # non-empty while safety_node reports the e-stop latched
+        self._teleop_lock = threading.Lock()
+        self._teleop_engaged = False
+        self._teleop_takeovers = 0  # rising edges of the engaged topic since start-up
+        self._teleop_released_ns = 0  # clock time the last release arrived
 
         sensors = MutuallyExclusiveCallbackGroup()
         for topic in cfg.camera_topics:
@@ -163,6 +176,9 @@ class PolicyNode(Node):
                                  callback_group=sensors)
         self._chunk_pub = self.create_publisher(ActionChunkMsg, cfg.chunk_topic, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        if cfg.teleop_engaged_topic:
+            self.create_subscription(Bool, cfg.teleop_engaged_topic, self._on_teleop_engaged, latched,
+                                     callback_group=sensors)
         self._instruction_pub = self.create_publisher(String, cfg.instruction_topic, latched)
         self._timing_pub = self.create_publisher(DiagnosticArray, TIMING_TOPIC, 10)
         goals = ReentrantCallbackGroup()
@@ -188,6 +204,20 @@ class PolicyNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._gate.offer(JOINT_STATE_SOURCE, convert.stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_teleop_engaged(self, msg: Bool) -> None:
+        with self._teleop_lock:
+            if msg.data and not self._teleop_engaged:
+                self._teleop_takeovers += 1
+            elif not msg.data and self._teleop_engaged:
+                self._teleop_released_ns = self.get_clock().now().nanoseconds
+            self._teleop_engaged = bool(msg.data)
+
+    def _teleop(self) -> tuple[bool, int, int]:
+        """(engaged now, takeovers since start-up, clock ns of the last release)."""
+        with self._teleop_lock:
+            return self._teleop_engaged, self._teleop_takeovers, self._teleop_released_ns
+
 
     def _on_safety_status(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -254,7 +284,8 @@ class PolicyNode(Node):
             return GoalResponse.ACCEPT
 
     def _execute(self, goal_handle) -> RunPolicy.Result:
-        run = _GoalRun()
+        engaged, takeovers, _ = self._teleop()
+        run = _GoalRun(takeovers - int(engaged))  # a takeover already under way counts for this goal
         with self._goal_lock:
             # A preempted goal is still finishing: wait for it so only one goal ever publishes.
             while self._active is not None and not self._shutting_down.is_set():
@@ -270,8 +301,11 @@ class PolicyNode(Node):
                 self._goal_ended_s = time.monotonic()
                 self._idle.notify_all()
 
-    def _finish(self, goal_handle, outcome: int, reason: str, chunks: int, episode_id: str) -> RunPolicy.Result:
+    def _finish(self, goal_handle, outcome: int, reason: str, chunks: int, episode_id: str,
+                run: _GoalRun | None = None) -> RunPolicy.Result:
         result = Result(outcome=outcome, reason=reason, chunk_count=chunks, episode_id=episode_id)
+        if run is not None:
+            result.intervention_count, result.intervention_s = run.interventions, run.intervention_s
         if outcome == Result.OUTCOME_COMPLETED:
             goal_handle.succeed()
         elif outcome == Result.OUTCOME_CANCELED:
@@ -296,6 +330,8 @@ class PolicyNode(Node):
             except RuntimeError as err:
                 return self._finish(goal_handle, Result.OUTCOME_ABORTED, f"recording: {err}", 0, "")
         outcome, reason, chunks = self._loop(goal_handle, goal, run)
+        if run.paused_since is not None:  # the goal ended during a takeover
+            run.intervention_s += time.monotonic() - run.paused_since
         if goal.record and self._shutting_down.is_set():
             reason += "; the recorder finalises the episode when it stops"
         elif goal.record:
@@ -304,13 +340,14 @@ class PolicyNode(Node):
             except RuntimeError as err:  # refused (e.g. discarded: no frame) or no answer: no episode to name
                 reason += f"; recording could not be stopped: {err}"
                 episode_id = ""
-        return self._finish(goal_handle, outcome, reason, chunks, episode_id)
+        return self._finish(goal_handle, outcome, reason, chunks, episode_id, run)
 
     def _loop(self, goal_handle, goal: RunPolicy.Goal, run: _GoalRun) -> tuple[int, str, int]:
         start = time.monotonic()
         chunks = 0
         waiting_since: float | None = None
         next_cycle = start
+        resume_after_ns = 0  # after a takeover, only an observation newer than the release may be used
         while True:
             cfg = self._params.current  # one snapshot per cycle
             if goal_handle.is_cancel_requested:
@@ -326,6 +363,21 @@ class PolicyNode(Node):
             if goal.max_chunks > 0 and chunks >= goal.max_chunks:
                 return Result.OUTCOME_COMPLETED, f"chunk limit {goal.max_chunks} reached", chunks
             now = time.monotonic()
+            engaged, takeovers, released_ns = self._teleop()
+            run.interventions = takeovers - run.takeovers_before
+            if engaged:
+                if run.paused_since is None:
+                    run.paused_since = now
+                    self.get_logger().info("teleop took over: chunks paused")
+                    goal_handle.publish_feedback(RunPolicy.Feedback(intervention_active=True,
+                                                                    intervention_count=run.interventions))
+                time.sleep(0.01)
+                continue
+            if run.paused_since is not None:  # handed back: resume from where the arm is now
+                run.intervention_s += now - run.paused_since
+                run.paused_since, resume_after_ns, next_cycle = None, released_ns, now
+                waiting_since = None
+                self.get_logger().info("teleop released: resuming from the measured position")
             if now < next_cycle:
                 time.sleep(min(next_cycle - now, 0.02))  # short sleeps keep cancel responsive
                 continue
@@ -345,6 +397,9 @@ class PolicyNode(Node):
                 continue
             except ObservationError as err:
                 return Result.OUTCOME_ABORTED, f"bad observation: {err}", chunks
+            if obs.stamp_ns <= resume_after_ns:  # seen while teleop still moved the arm
+                next_cycle = now + 0.01
+                continue
             waiting_since = None
             t0 = time.perf_counter()
             decode_s = t0 - t_build  # images and joint state decoded (and resized) inside build()
@@ -362,7 +417,8 @@ class PolicyNode(Node):
             self._chunk_pub.publish(msg)
             publish_s = time.perf_counter() - t_publish
             goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
-                                                            kept_expert_tokens=int(output.kept_expert_tokens)))
+                                                            kept_expert_tokens=int(output.kept_expert_tokens),
+                                                            intervention_count=run.interventions))
             preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
             with self._receipt_lock:
                 stamp_ns, received_ns = min(self._image_receipts) if self._image_receipts else (build_ns, build_ns)

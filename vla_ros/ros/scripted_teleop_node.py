@@ -5,6 +5,13 @@ episode (source "teleop", task = the sim's instruction), sends joint-position co
 command topic at control_rate_hz, and stops the episode (keep, is_success from the sim's task result).
 The recorder turns what it sees on the topics into the dataset; nothing is written here.
 
+With device leader or joy the expert plays a teleop device instead, driving teleop_node (and so
+safety_node) like a person would: a simulated leader arm (JointState of the expert's targets on
+leader_topic) or a simulated gamepad (Joy joint jog: deadman held, axes = the expert's velocity plus
+a proportional correction, gripper buttons), engaging teleop on engage_topic for each demonstration.
+Teleop and safety_node add latency, so in these modes the expert, like an operator, waits (its plan's
+clock stops) while the arm is more than catch_up_rad behind its last target.
+
   in   state_topic (/sim/state)                  std_msgs/String JSON SimState (sim_robot_node)
        result_topic (/sim/task_result)           std_msgs/String JSON task result (latched)
   out  command_topic                             JointTrajectory (one point, 1/control_rate_hz ahead)
@@ -20,6 +27,7 @@ The recorder turns what it sees on the topics into the dataset; nothing is writt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -30,12 +38,14 @@ from builtin_interfaces.msg import Duration
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from std_msgs.msg import Float64MultiArray, String
+from sensor_msgs.msg import JointState, Joy
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_ros.config.scripted_teleop import ScriptedTeleopConfig
 from vla_ros.config.sim import SimConfig
+from vla_ros.config.teleop import JoyConfig
 from vla_ros.errors import VlaRosError
 from vla_ros.ros import convert
 from vla_ros.ros.executor import MultiThreadedExecutor
@@ -76,6 +86,9 @@ class ScriptedTeleopNode(Node):
         msg_type = JointTrajectory if cfg.command_type == "joint_trajectory" else Float64MultiArray
         self._command_pub = self.create_publisher(msg_type, cfg.command_topic, 10)
         self._result_pub = self.create_publisher(String, RESULT_TOPIC, 10)
+        self._leader_pub = self.create_publisher(JointState, cfg.leader_topic, 10)
+        self._joy_pub = self.create_publisher(Joy, cfg.joy_topic, 10)
+        self._engage_pub = self.create_publisher(Bool, cfg.engage_topic, 10)
         clients = ReentrantCallbackGroup()  # answered while the demonstration thread waits
         self._start_client = self.create_client(StartEpisode, RECORDER_START_SERVICE, callback_group=clients)
         self._stop_client = self.create_client(StopEpisode, RECORDER_STOP_SERVICE, callback_group=clients)
@@ -143,8 +156,19 @@ class ScriptedTeleopNode(Node):
             raise TeleopError(f"{what} refused: {response.message if response is not None else 'no response'}")
         return response
 
-    def _send(self, target: np.ndarray) -> None:
+    def _send(self, target: np.ndarray, measured: np.ndarray | None = None,
+              velocity: np.ndarray | None = None, pressed: tuple[int, ...] = ()) -> None:
+        """The expert's target (command order) as a robot command, a leader state or a gamepad message."""
         cfg = self._params.current
+        stamp = convert.ns_to_stamp(self.get_clock().now().nanoseconds)
+        if cfg.device == "leader":
+            msg = JointState(name=list(cfg.joint_names), position=[float(v) for v in target])
+            msg.header.stamp = stamp
+            self._leader_pub.publish(msg)
+            return
+        if cfg.device == "joy":
+            self._joy_pub.publish(self._joy_message(target, measured, velocity, pressed, stamp))
+            return
         if cfg.command_type == "float64_array":
             self._command_pub.publish(Float64MultiArray(data=[float(v) for v in target]))
             return
@@ -156,6 +180,38 @@ class ScriptedTeleopNode(Node):
         msg.points.append(JointTrajectoryPoint(positions=[float(v) for v in target],
                                                time_from_start=Duration(sec=sec, nanosec=nanosec)))
         self._command_pub.publish(msg)
+
+    def _joy_message(self, target: np.ndarray, measured: np.ndarray | None, velocity: np.ndarray | None,
+                     pressed: tuple[int, ...], stamp) -> Joy:
+        """Joint jog towards the target: feed-forward velocity plus a proportional pull, deadman held."""
+        cfg, joy = self._params.current, JoyConfig()
+        arm = [i for i, n in enumerate(cfg.joint_names) if n != "gripper"]
+        axes = [0.0] * (max(joy.joint_axes) + 1)
+        if measured is not None:
+            feed = velocity if velocity is not None else np.zeros_like(target)
+            wanted = (feed + cfg.joy_gain_per_s * (target - measured)) / cfg.joy_full_scale_rad_s
+            wanted = np.where(np.abs(wanted) > 1e-3, wanted + np.sign(wanted) * joy.deadzone, 0.0)  # past the deadzone
+            for joint, axis in zip(arm, joy.joint_axes):
+                axes[axis] = float(np.clip(wanted[joint], -1.0, 1.0))
+        buttons = [0] * (max(joy.deadman_button, joy.gripper_close_button, joy.gripper_open_button,
+                             joy.engage_button, joy.success_button, joy.record_start_button,
+                             joy.record_stop_button, joy.record_discard_button) + 1)
+        buttons[joy.deadman_button] = 1
+        gripper = target[list(cfg.joint_names).index("gripper")]
+        buttons[joy.gripper_close_button if gripper > 0.5 else joy.gripper_open_button] = 1
+        for button in pressed:
+            buttons[button] = 1
+        msg = Joy(axes=axes, buttons=buttons)
+        msg.header.stamp = stamp
+        return msg
+
+    def _engage(self, on: bool, target: np.ndarray, measured: np.ndarray) -> None:
+        """Engage or release teleop_node (devices leader and joy) with the device already live."""
+        cfg = self._params.current
+        for _ in range(3):  # a few device messages first: teleop_node engages only on a live device
+            self._send(target, measured, None)
+            self._stop.wait(1.0 / cfg.control_rate_hz)
+        self._engage_pub.publish(Bool(data=on))
 
     def _demonstrate(self, number: int, states_before: int) -> None:
         cfg = self._params.current
@@ -179,22 +235,43 @@ class ScriptedTeleopNode(Node):
                 recording, summary["episode_id"] = True, response.episode_id
             start_s, period_s = state.time_s, 1.0 / cfg.control_rate_hz
             target = np.asarray(state.joint_positions)
+            device = cfg.device != "command"
+            if device:
+                self._engage(True, target[order], target[order])
             next_tick = time.monotonic()
+            previous = target
+            waited_s = 0.0  # device modes: expert time held back while the arm catches up
+            gripper = list(names).index("gripper")
+            last_measured: np.ndarray | None = None
             while not self._stop.is_set():
                 state = self._latest_state()
+                measured = np.asarray(state.joint_positions)
+                behind = np.abs(measured - previous)
+                if state.grasped_object is not None:  # fingers stop on a held object: only the arm counts
+                    behind[gripper] = 0.0
+                moving = last_measured is None or np.abs(measured - last_measured).max() > 1e-3
+                last_measured = measured  # a stalled arm (a target beyond safety's limits) is not waited for
+                if device and moving and behind.max() > cfg.catch_up_rad:
+                    waited_s += period_s  # like an operator, wait for the robot before moving on
+                state = dataclasses.replace(state, time_s=state.time_s - waited_s)
                 if expert.is_done(state):
                     break
                 if state.time_s - start_s > cfg.max_duration_s:
                     summary["timed_out"] = True
                     break
                 target = expert.act(state)
-                self._send(target[order])
+                measured = np.asarray(state.joint_positions)
+                self._send(target[order], measured[order], (target - previous)[order] / period_s)
+                previous = target
                 next_tick += period_s
                 self._stop.wait(max(0.0, next_tick - time.monotonic()))
             settle_until = time.monotonic() + cfg.settle_s
             while time.monotonic() < settle_until and not self._stop.is_set():
-                self._send(target[order])  # the recorder sees the held command too
+                measured = np.asarray(self._latest_state().joint_positions)
+                self._send(target[order], measured[order], None)  # the recorder sees the held command too
                 self._stop.wait(period_s)
+            if device:
+                self._engage(False, target[order], np.asarray(self._latest_state().joint_positions)[order])
             end_s = self._latest_state().time_s
             self._wait_for(lambda: self._task_result.get("time_s", -1.0) >= end_s - 1e-6 and
                            self._task_result.get("seed") == task.seed, cfg.service_timeout_s, "task result")

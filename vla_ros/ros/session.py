@@ -73,6 +73,8 @@ class EpisodeReport:
     commands: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)  # as sent to the robot
     frames: list[CapturedFrame] = dataclasses.field(default_factory=list, repr=False)  # capture_period_s > 0
     success_time_s: float | None = None  # since the goal was sent, when the task result first said success
+    intervention_count: int = 0  # times teleop took over during the goal
+    intervention_s: float = 0.0  # seconds teleop held the arm
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(np.asarray(self.inference_s) * 1e3, q)) if self.inference_s else float("nan")
@@ -265,6 +267,7 @@ class SimSession:
                 progress(time.monotonic() - started, len(feedback))
             time.sleep(0.1)
         result = result_future.result().result
+        feedback = [f for f in feedback if f.chunk.horizon > 0]  # not the takeover notices
         duration_s = time.monotonic() - started
         # Feedback is not ordered with the result: one per chunk. Status and task result come at 2 Hz: the
         # second of each after the result was certainly published after it.
@@ -291,7 +294,8 @@ class SimSession:
             success=bool(task_result.get("success", False)), score=float(task_result.get("score", 0.0)),
             task_details=task_result.get("details", {}), episode_id=result.episode_id, duration_s=duration_s,
             joint_travel_rad=travel, commands=[c for _, c in commands], frames=frames,
-            success_time_s=success_time_s)
+            success_time_s=success_time_s, intervention_count=int(result.intervention_count),
+            intervention_s=float(result.intervention_s))
 
     def close(self) -> None:
         try:

@@ -181,6 +181,32 @@ class ScriptedExpert:
         out[self._to_internal] = target
         return out
 
+    def take_over(self, state: SimState) -> None:
+        """Start acting from `state` mid-episode (DAgger): the reach and grasp if nothing is held, else
+        straight to the task motion with the object as it is held."""
+        self.reset()
+        if state.grasped_object is not None:
+            q_now = np.asarray(state.joint_positions)[self._to_internal]
+            self._reach = _Plan(self._kin, self._max_velocity, state.time_s, q_now)  # ends now
+
+    def stage(self) -> str:
+        """'reach' (until the grasp), 'task' or '' (nothing planned yet)."""
+        return "task" if self._task_plan is not None else "reach" if self._reach is not None else ""
+
+    def reference_path(self, state: SimState) -> np.ndarray:
+        """(N, 7) joint knots (joint_names order) the expert would follow from `state`: reach and grasp if
+        nothing is held, else the task motion. A yardstick for how far another controller strays."""
+        q_now = np.asarray(state.joint_positions)[self._to_internal]
+        plan = _Plan(self._kin, self._max_velocity, state.time_s, q_now)
+        if state.grasped_object is None:
+            self._plan_reach(plan, state)
+        else:
+            self._plan_task(plan, state)
+        knots = np.asarray(plan.knots)
+        out = np.empty_like(knots)
+        out[:, self._to_internal] = knots
+        return out
+
     def is_done(self, state: SimState) -> bool:
         return self._task_plan is not None and state.time_s >= self._task_plan.end_s
 

@@ -95,3 +95,19 @@ class ArmKinematics:
         pos, rot = self.forward(q)
         return IkSolution(q, float(np.linalg.norm(position - pos)),
                           float(np.linalg.norm(rotation_error_vector(rotation, rot))))
+
+    def jog(self, q_rad: np.ndarray, twist: np.ndarray, dt_s: float) -> np.ndarray:
+        """(6,) joints after moving the tcp by `twist` (linear m/s, angular rad/s; world frame) for dt_s.
+
+        For Cartesian teleoperation: a few IK iterations from q, so a pose out of reach gives the
+        nearest reachable joints rather than a jump.
+        """
+        position, rotation = self.forward(q_rad)
+        angle = float(np.linalg.norm(twist[3:])) * dt_s
+        if angle > 0.0:
+            quat = np.empty(4)
+            mujoco.mju_axisAngle2Quat(quat, np.asarray(twist[3:], dtype=float), angle)
+            delta = np.empty(9)
+            mujoco.mju_quat2Mat(delta, quat)
+            rotation = delta.reshape(3, 3) @ rotation
+        return self.solve(position + np.asarray(twist[:3]) * dt_s, rotation, q_rad, max_iterations=20).q_rad

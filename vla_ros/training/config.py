@@ -39,6 +39,12 @@ class TrainConfig:
                                       "LeRobot v3 dataset); every one must share joints, actions and fps")
     task_filter: tuple[str, ...] = param((), "Train only on episodes whose task instruction contains one of "
                                          "these strings (e.g. pour); empty: every episode")
+    source_filter: tuple[str, ...] = param((), "Train only on frames whose recorded source is one of these "
+                                           "(teleop, policy, scripted, intervention), and supervise only chunk "
+                                           "steps of those sources; empty: every frame")
+    intervention_weight: float = param(1.0, "Loss weight of samples taken at intervention frames (a person "
+                                       "or the DAgger expert correcting the policy; HG-DAgger up-weights "
+                                       "them); 1: like any frame", range=(0.001, 1000.0))
     camera_names: tuple[str, ...] = param((), "Cameras to train on, in the policy's order (keys without "
                                           "'observation.images.'); empty: every camera of the first dataset")
     image_height_px: int = param(0, "Frame height the policy is given [px]; 0: the first camera's recorded "

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 STATE = "observation.state"
 ACTION = "action"
 CAMERA_PREFIX = "observation.images."
+SOURCE = "source"  # per frame: teleop | policy | scripted | intervention (vla_ros recordings)
+INTERVENTION_SOURCE = "intervention"
 _TABLE_COLUMNS = (STATE, ACTION, "timestamp", "task_index", "episode_index")
 _MAX_DELTA_STAT_FRAMES = 200_000  # frames sampled for joint_delta statistics (each gives H targets)
 
@@ -77,10 +79,17 @@ class EpisodeRecord:
     states: np.ndarray  # (T, S) float32
     actions: np.ndarray  # (T, A) float32
     task_ids: np.ndarray  # (T,) int64 into ChunkDataset.tasks
+    sources: np.ndarray  # (T,) str: each frame's source (the episode's when the table has no source column)
+    sample_frames: np.ndarray  # (N,) int64: the frames that are training samples (source_filter), N >= 1
+    selected: np.ndarray  # (T,) bool: frames whose source passes source_filter (all True without a filter)
 
     @property
     def length(self) -> int:
         return int(self.states.shape[0])
+
+    @property
+    def sample_count(self) -> int:
+        return int(self.sample_frames.shape[0])
 
 
 
@@ -166,16 +175,22 @@ def _interface(sources: list[_Source], camera_names: Sequence[str], image_size_p
 
 
 class ChunkDataset(Dataset):
-    """Samples: one per frame of every usable episode.
+    """Samples: one per frame of every usable episode (with source_filter: per frame of those sources).
 
     item -> {"frames": (C, H_img, W_img, 3) uint8, "instruction": str, "state": (S,) float32,
-             "actions": (H, A) float32 physical targets, "action_mask": (H,) bool (False past the episode end)}
+             "actions": (H, A) float32 physical targets, "action_mask": (H,) bool (False past the episode end,
+             and with source_filter on steps from frames of other sources), "weight": float32 scalar
+             (intervention_weight for intervention frames, else 1)}
+
+    source_filter keeps the frames whose per-frame `source` is listed (e.g. only the corrections of a DAgger
+    round: intervention); intervention_weight up-weights intervention frames in the loss (HG-DAgger style).
     """
 
     def __init__(self, roots: Sequence[str], chunk_size: int, *, camera_names: Sequence[str] = (),
                  image_size_px: tuple[int, int] | None = None, action_stride_frames: int = 1,
                  action_space: str = "joint_position", frame_cache_mb: int = 2048,
-                 task_filter: Sequence[str] = ()) -> None:
+                 task_filter: Sequence[str] = (), source_filter: Sequence[str] = (),
+                 intervention_weight: float = 1.0) -> None:
         if chunk_size < 1 or action_stride_frames < 1:
             raise ConfigError(f"chunk_size={chunk_size}, action_stride_frames={action_stride_frames}: both >= 1")
         sources = [_Source(r) for r in roots]
@@ -186,6 +201,8 @@ class ChunkDataset(Dataset):
         self.chunk_size = chunk_size
         self.stride = action_stride_frames
         self.action_space = action_space
+        self.source_filter = tuple(source_filter)
+        self.intervention_weight = float(intervention_weight)
         self.tasks: list[str] = []
         self._task_ids: dict[str, int] = {}
         self.skipped: list[SkippedEpisode] = []
@@ -197,20 +214,26 @@ class ChunkDataset(Dataset):
                     self.filtered_out += 1
                     continue
                 try:
-                    self.episodes.append(self._load_episode(source, episode))
+                    record = self._load_episode(source, episode)
                 except EpisodeUnusable as err:
                     self._skip(str(source.root), episode.episode_index, str(err))
+                    continue
+                if record.sample_count == 0:  # no frame of the wanted sources
+                    self.filtered_out += 1
+                    continue
+                self.episodes.append(record)
         if not self.episodes:
             raise RecordingError(f"no usable episode in {[str(s.root) for s in sources]} ({len(self.skipped)} "
-                                 f"skipped, {self.filtered_out} of other tasks than {list(task_filter)})")
-        self._starts = np.cumsum([0] + [e.length for e in self.episodes])
+                                 f"skipped, {self.filtered_out} of other tasks than {list(task_filter)} or "
+                                 f"without frames of sources {list(self.source_filter)})")
+        self._starts = np.cumsum([0] + [e.sample_count for e in self.episodes])
         self._broken: set[int] = set()
         self._cache: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit_bytes = frame_cache_mb << 20
         log.info("training data: %d frames in %d episodes from %d dataset(s), %d episode(s) skipped, "
-                 "%d of other tasks left out", len(self), len(self.episodes), len(sources), len(self.skipped),
-                 self.filtered_out)
+                 "%d of other tasks or sources left out, %d intervention frames", len(self), len(self.episodes),
+                 len(sources), len(self.skipped), self.filtered_out, self.intervention_frames)
 
     # ---- scanning ----
 
@@ -221,8 +244,9 @@ class ChunkDataset(Dataset):
     def _load_episode(self, source: _Source, episode: EpisodeInfo) -> EpisodeRecord:
         path = source.data_path(episode)
         index = episode.episode_index
+        has_sources = SOURCE in source.reader.features  # vla_ros recordings; other LeRobot datasets lack it
         try:
-            table = pq.read_table(path, columns=list(_TABLE_COLUMNS))
+            table = pq.read_table(path, columns=list(_TABLE_COLUMNS) + ([SOURCE] if has_sources else []))
             table = table.filter(pc.equal(table.column("episode_index"), index))
         except Exception as err:  # any unreadable or malformed file
             raise EpisodeUnusable(f"frame table {path} is unreadable: {type(err).__name__}: {err}") from err
@@ -242,6 +266,12 @@ class ChunkDataset(Dataset):
             raise EpisodeUnusable(f"frame table {path}: task_index {unknown} not in meta/tasks.parquet")
         ids = np.asarray([self._task_id(source.reader.tasks[int(i)]) for i in task_indices], np.int64)
         timestamps = table.column("timestamp").to_numpy().astype(np.float64)
+        if has_sources:
+            frame_sources = np.asarray(table.column(SOURCE).to_pylist(), dtype=object)
+        else:
+            frame_sources = np.full(rows, episode.source, dtype=object)
+        selected = (np.isin(frame_sources, self.source_filter) if self.source_filter
+                    else np.ones(rows, dtype=bool))
         paths, grids = [], []
         for camera in self.interface.camera_names:
             feature = source.cameras[camera]
@@ -255,7 +285,7 @@ class ChunkDataset(Dataset):
             paths.append(video)
             grids.append(grid)
         return EpisodeRecord(str(source.root), index, path, tuple(paths), tuple(grids), states, actions,
-                             ids[frame_tasks.reshape(-1)])
+                             ids[frame_tasks.reshape(-1)], frame_sources, np.flatnonzero(selected), selected)
 
     def _task_id(self, task: str) -> int:
         if task not in self._task_ids:
@@ -303,7 +333,12 @@ class ChunkDataset(Dataset):
 
     @property
     def episode_lengths(self) -> list[int]:
-        return [e.length for e in self.episodes]
+        """Samples per episode (frames, or the frames of the filtered sources)."""
+        return [e.sample_count for e in self.episodes]
+
+    @property
+    def intervention_frames(self) -> int:
+        return int(sum((e.sources[e.sample_frames] == INTERVENTION_SOURCE).sum() for e in self.episodes))
 
     def episode_frame_bytes(self, episode: EpisodeRecord) -> int:
         height, width = self.interface.image_size_px
@@ -313,6 +348,8 @@ class ChunkDataset(Dataset):
         """frames (F,) -> targets (F, H, A) padded with the last action, mask (F, H) True on real steps."""
         steps = frames[:, None] + self.stride * np.arange(self.chunk_size)[None, :]
         mask = steps < episode.length
+        if self.source_filter:  # only steps of the wanted sources supervise the chunk
+            mask &= episode.selected[np.minimum(steps, episode.length - 1)]
         targets = episode.actions[np.minimum(steps, episode.length - 1)]
         if self.action_space == "joint_delta":
             targets = targets - episode.states[frames][:, None, :]
@@ -322,7 +359,7 @@ class ChunkDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} outside 0..{len(self) - 1}")
         position = int(np.searchsorted(self._starts, index, side="right")) - 1
-        frame = index - int(self._starts[position])
+        sample = index - int(self._starts[position])
         images = None
         for attempt in range(len(self.episodes)):
             candidate = (position + attempt) % len(self.episodes)
@@ -335,7 +372,9 @@ class ChunkDataset(Dataset):
                 episode = self.episodes[candidate]
                 self._skip(episode.dataset, episode.episode_index, f"{err} (found while training)")
                 continue
-            position, frame = candidate, min(frame, self.episodes[candidate].length - 1)
+            position = candidate
+            frames = self.episodes[candidate].sample_frames
+            frame = int(frames[min(sample, len(frames) - 1)])
             images = np.stack([video[frame] for video in videos])  # (C, H_img, W_img, 3)
             break
         if images is None:
@@ -345,7 +384,9 @@ class ChunkDataset(Dataset):
         return {"frames": torch.from_numpy(images), "instruction": self.tasks[int(episode.task_ids[frame])],
                 "state": torch.from_numpy(episode.states[frame].copy()),
                 "actions": torch.from_numpy(targets[0].astype(np.float32)),
-                "action_mask": torch.from_numpy(mask[0])}
+                "action_mask": torch.from_numpy(mask[0]),
+                "weight": torch.tensor(self.intervention_weight if episode.sources[frame] == INTERVENTION_SOURCE
+                                       else 1.0, dtype=torch.float32)}
 
     def _videos(self, position: int) -> list[np.ndarray]:
         """Every chosen camera of one episode, (T, H_img, W_img, 3) uint8 each; decoded once, LRU-cached."""
@@ -392,7 +433,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "instruction": [s["instruction"] for s in samples],
             "state": torch.stack([s["state"] for s in samples]),  # (B, S)
             "actions": torch.stack([s["actions"] for s in samples]),  # (B, H, A)
-            "action_mask": torch.stack([s["action_mask"] for s in samples])}  # (B, H)
+            "action_mask": torch.stack([s["action_mask"] for s in samples]),  # (B, H)
+            "weight": torch.stack([s["weight"] for s in samples])}  # (B,)
 
 
 __all__ = ["ChunkDataset", "DatasetInterface", "EpisodeRecord", "EpisodeUnusable", "SkippedEpisode", "collate"]

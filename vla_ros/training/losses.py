@@ -11,9 +11,10 @@ from vla_ros.training.rocket import RocketAlignment
 
 
 def masked_l1(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """predicted, target (B, H, A), mask (B, H) bool -> mean |error| over real steps and every dimension.
+    """predicted, target (B, H, A), mask (B, H) bool or float weights -> mean |error| over real steps and
+    every dimension (weighted mean with weights).
 
-    Steps past an episode's end (mask False) carry the padded last action and add nothing. Computed in fp32
+    Steps past an episode's end (mask False / 0) carry the padded last action and add nothing. Computed in fp32
     so a bf16 forward reports the same number. Every batch has a real step: a chunk starts at a real frame.
     """
     error = (predicted.float() - target.float()).abs() * mask[..., None]  # (B, H, A)

@@ -83,7 +83,8 @@ class Trainer:
                                     if config.image_height_px else None,
                                     action_stride_frames=config.action_stride_frames,
                                     action_space=config.action_space, frame_cache_mb=config.frame_cache_mb,
-                                    task_filter=config.task_filter)
+                                    task_filter=config.task_filter, source_filter=config.source_filter,
+                                    intervention_weight=config.intervention_weight)
         model_cfg = model_setup.model_config(config, self.dataset.interface)
         self.fingerprint = _fingerprint(self.dataset)
         if trainer_state is not None:  # before building the model: refuse early
@@ -223,7 +224,9 @@ class Trainer:
         frames = batch["frames"].to(self.device, non_blocking=True)  # (B, C, H_img, W_img, 3) uint8
         inputs = self.processor(frames, batch["instruction"], batch["state"].to(self.device))
         target = self.norm_stats.normalize_actions(batch["actions"].to(self.device))  # (B, H, A) normalised
-        return inputs, target, batch["action_mask"].to(self.device)
+        # Per-sample loss weights (intervention_weight) ride on the step mask: masked_l1 takes the weighted mean.
+        mask = batch["action_mask"].to(self.device).float() * batch["weight"].to(self.device)[:, None]
+        return inputs, target, mask
 
     def _train_step(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         accum = self.config.grad_accum_steps
