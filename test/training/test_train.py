@@ -168,3 +168,28 @@ def test_init_checkpoint_keeps_its_weights_and_refits_the_head(recorded_dataset,
     assert after["action_head.mlp.2.weight"].shape[0] == len(JOINTS)  # re-initialised for the recorded robot
     assert not torch.equal(before["pairs.0.align_k.proj.weight"], after["pairs.0.align_k.proj.weight"])
     assert load_checkpoint(result.final_checkpoint).model.config.robot.joint_names == JOINTS
+
+
+@pytest.mark.parametrize("head", ["vla_adapter", "vlm4vla"])
+def test_cli_head_option_trains_a_policy_with_that_head(recorded_dataset, tmp_path, head):
+    """--head reaches the model: the checkpoint's config names the head, its query tokens are saved, and
+    DeepVisionPolicy (what policy_node loads) serves it."""
+    output = tmp_path / "run"
+    args = ["--dataset", str(recorded_dataset), "--output", str(output), "--model", "tiny", "--steps", "2",
+            "--batch-size", "2", "--head", head, "--num-query-tokens", "3", "--log-every", "1"]
+    assert main(args) == 0
+    final = sorted((output / "checkpoints").iterdir())[-1]
+    model = load_checkpoint(final).model
+    assert model.config.head.name == head and model.config.head.num_query_tokens == 3
+    assert tuple(model.action_head.queries.shape) == (3, model.config.vlm.text.hidden_size)
+    policy = DeepVisionPolicy.from_checkpoint(final)
+    positions = trajectory(0, 4)
+    out = policy.predict(Observation(images=(image(positions[0], 0),), state=positions[0], instruction=TASKS[0],
+                                     stamp_ns=1))
+    assert out.actions.shape == (model.config.robot.chunk_size, len(JOINTS)) and np.isfinite(out.actions).all()
+
+
+def test_num_query_tokens_with_the_oft_head_is_refused(recorded_dataset, tmp_path):
+    config = tiny_train_config(recorded_dataset, tmp_path / "run", num_query_tokens=4)
+    with pytest.raises(ConfigError, match="num_query_tokens"):
+        train(config)

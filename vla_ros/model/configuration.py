@@ -286,14 +286,39 @@ def check_keep_ratio(keep_ratio: float, field: str = "keep_ratio") -> float:
     return float(keep_ratio)
 
 
+HEAD_NAMES = ("oft_mlp", "vla_adapter", "vlm4vla")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
-    """Action decoder; `name` selects from model.heads.HEADS."""
+    """Action decoder; `name` selects from model.heads.HEADS (deepvision_vla.md §1.2, §2.3, §3.1)."""
 
-    name: str = param("oft_mlp", "Registered head (model.heads.HEADS); oft_mlp = two-layer MLP per action "
-                      "token with L1 loss [S DV §3.3.1]")
-    hidden_dim: int | None = param(None, "MLP width; None = LLM width [I]")
+    name: str = param("oft_mlp", "oft_mlp: H zero action tokens through the VLM, a two-layer MLP per action "
+                      "token, L1 [S DV §3.3.1]; vla_adapter: learnable ActionQuery tokens and a Bridge-Attention "
+                      "policy over every layer's raw and ActionQuery hidden states [S VLA-Adapter]; vlm4vla: "
+                      "learnable query token(s) and an MLP on their last hidden state [S VLM4VLA]",
+                      choices=HEAD_NAMES)
+    hidden_dim: int | None = param(None, "MLP width (oft_mlp, vlm4vla); None = LLM width [I]")
     activation: str = param("gelu", "MLP activation [I]")
+    num_query_tokens: int = param(0, "Learnable query tokens appended to the VLM input; 0 = the head's default "
+                                  "(vla_adapter 64 [S VA], vlm4vla 1 [S V4]); oft_mlp uses H zero tokens",
+                                  range=(0, 4096))
+    bridge_layers: tuple[int, ...] = param((), "vla_adapter: LLM layers (0-indexed) whose hidden states the "
+                                           "policy reads, one Bridge-Attention block each; () = all [S VA]")
+    bridge_num_heads: int = param(8, "vla_adapter: attention heads of each Bridge-Attention block [S VA-code]",
+                                  range=(1, 256))
+
+    def __post_init__(self) -> None:
+        _check_choice("head.name", self.name, HEAD_NAMES)
+        if self.num_query_tokens < 0:
+            _fail("head.num_query_tokens", self.num_query_tokens, "must be >= 0")
+        if self.name == "oft_mlp" and self.num_query_tokens:
+            _fail("head.num_query_tokens", self.num_query_tokens, "oft_mlp uses the H action tokens; leave it 0")
+        b = self.bridge_layers
+        if b and (list(b) != sorted(set(b)) or b[0] < 0):
+            _fail("head.bridge_layers", b, "must be strictly increasing non-negative layer indices")
+        if self.bridge_num_heads < 1:
+            _fail("head.bridge_num_heads", self.bridge_num_heads, "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +338,11 @@ class DeepVisionConfig:
         if self.config_version != CONFIG_VERSION:
             _fail("config_version", self.config_version, f"this code reads version {CONFIG_VERSION}")
         n, text = self.coupling.num_layers, self.vlm.text
+        if self.head.bridge_layers and self.head.bridge_layers[-1] >= text.num_layers:
+            _fail("head.bridge_layers", self.head.bridge_layers, f"must be < vlm.text.num_layers={text.num_layers}")
+        if self.head.name == "vla_adapter" and text.hidden_size % self.head.bridge_num_heads:
+            _fail("head.bridge_num_heads", self.head.bridge_num_heads,
+                  f"must divide the LLM width vlm.text.hidden_size={text.hidden_size}")
         if (self.expert is None) != (n == 0):
             _fail("coupling.num_layers", n, "must be 0 exactly when expert is None (the baseline)")
         if self.expert is None:

@@ -22,7 +22,7 @@ from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
 from vla_ros.model.configuration import DeepVisionConfig, check_keep_ratio
 from vla_ros.model.coupled_attention import CoupledLayerPair, Rope, decoder_layer_forward
-from vla_ros.model.heads import build_head
+from vla_ros.model.heads import HeadInputs, build_head
 from vla_ros.model.masks import TokenKind, attention_mask, coupled_kinds, vla_kinds
 from vla_ros.model.processing import ModelInputs
 from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, select_expert_patches
@@ -35,6 +35,8 @@ StageTimer = Callable[[str], ContextManager[None]]  # stage name -> context arou
 # Runs one transformer layer step: layer_call(fn, *args) must return fn(*args). Training sets one to checkpoint
 # activations per layer (vla_ros.training.strategy) or to measure them (vla_ros.training.plan).
 LayerCall = Callable[..., Any]
+# (LLM layer index, VLA hidden states (B, N, C), expert tokens (B, M, C_e) or None) -> the same, possibly edited
+LayerHook = Callable[[int, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def _untimed(name: str) -> ContextManager[None]:
@@ -69,7 +71,7 @@ class DeepVisionVLA(nn.Module):
         # OFT-style proprio token [I]: Linear -> GELU -> Linear into the LLM width.
         self.proprio = nn.Sequential(nn.Linear(robot.state_dim, text.hidden_size), nn.GELU(),
                                      nn.Linear(text.hidden_size, text.hidden_size)) if robot.use_proprio else None
-        self.action_head = build_head(config.head, text.hidden_size, robot.action_dim)
+        self.action_head = build_head(config.head, text.hidden_size, robot, text.num_layers)
         self.keep_ratio = config.pruning.keep_ratio  # run-time value, changed by set_keep_ratio
         self._vision_grids: dict[torch.device, backbones.VisionGrid] = {}  # per device, filled on first use
         self.layer_call: LayerCall | None = None  # per-layer hook (activation checkpointing); None: direct call
@@ -100,16 +102,20 @@ class DeepVisionVLA(nn.Module):
     def forward(self, inputs: ModelInputs, target_actions: torch.Tensor | None = None,
                 keep_ratio: float | None = None, output_hidden_states: bool = False,
                 kept_patch_index: torch.Tensor | None = None, expert_stream: torch.cuda.Stream | None = None,
-                stage_timer: StageTimer | None = None) -> DeepVisionOutput:
+                stage_timer: StageTimer | None = None, layer_hook: LayerHook | None = None) -> DeepVisionOutput:
         """inputs from DeepVisionProcessor; target_actions (B, H, A) normalised -> DeepVisionOutput.
 
         kept_patch_index (B, C, K): expert patches to keep instead of AGVP's choice (no saliency is computed;
         for ablations and to measure AGVP's cost). expert_stream: a CUDA stream for the expert's shallow layers.
         stage_timer: wraps each stage of STAGES (benchmarks); None costs nothing.
+        layer_hook: called with (LLM layer index, VLA hidden states, expert tokens or None) before each LLM layer;
+        what it returns replaces them (the layer-wise sensitivity analysis masks tokens this way).
         """
         cfg = self.config
         stage = stage_timer or _untimed
-        horizon = cfg.robot.chunk_size
+        num_queries = self.action_head.num_query_tokens  # trailing ACTION tokens: H for OFT, Q for query heads
+        collect_layers = self.action_head.needs_layer_states
+        layer_states: list[torch.Tensor] = []
         language = self.vlm.language_model
         layers = backbones.text_layers(self.vlm)
         num_coupled = cfg.coupling.num_layers
@@ -121,7 +127,7 @@ class DeepVisionVLA(nn.Module):
             with stage("expert_shallow"), _on_stream(expert_stream, inputs.expert_pixels.device):
                 expert_tokens = self._expert_shallow(inputs.expert_pixels)
 
-        # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; H zero action embeddings], masks, MRoPE.
+        # §5.5 step 1: VLA tower, input embeddings [prompt; proprio?; the head's query tokens], masks, MRoPE.
         with stage("vla_vision"):
             visual_tokens, deepstack = self._visual_tokens(inputs)
         with stage("prepare"):
@@ -130,9 +136,9 @@ class DeepVisionVLA(nn.Module):
             parts = [z]
             if self.proprio is not None:
                 parts.append(self.proprio(inputs.state.to(z.dtype))[:, None])
-            parts.append(z.new_zeros(z.shape[0], horizon, z.shape[-1]))
+            parts.append(self.action_head.query_embeddings(z))
             z = torch.cat(parts, dim=1)  # (B, N, C)
-            kinds = vla_kinds(inputs.prompt_valid, self.proprio is not None, horizon)
+            kinds = vla_kinds(inputs.prompt_valid, self.proprio is not None, num_queries)
             mask = attention_mask(kinds)  # (B, N, N)
             positions = self._vla_positions(kinds, visual_index)  # (3, B, N)
             rope = language.rotary_emb(z, positions)
@@ -142,16 +148,21 @@ class DeepVisionVLA(nn.Module):
         use_agvp = self.expert is not None and kept_patch_index is None
         saliency_layers = set(cfg.pruning.saliency_layers) if use_agvp else set()
         for index in range(len(layers) - num_coupled):
+            if layer_hook is not None:
+                z, _ = layer_hook(index, z, None)
             with stage("llm_shallow"):
                 z, q, k = self._layer(decoder_layer_forward, layers[index], z, rope, mask)
             if index in saliency_layers:
                 with stage("agvp"), torch.no_grad():
-                    layer_map = action_to_vision_saliency(q[:, :, -horizon:], k, mask[:, -horizon:], visual_index,
+                    layer_map = action_to_vision_saliency(q[:, :, -num_queries:], k, mask[:, -num_queries:],
+                                                          visual_index,
                                                           layers[index].self_attn.scaling, cfg.pruning.renormalize)
                     saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
             if index < len(deepstack):  # DeepStack: early visual features added after LLM layers 0, 1, 2
                 with stage("llm_shallow"):
                     z = z.index_add(1, visual_index.flatten(), deepstack[index].to(z.dtype))
+            if collect_layers:
+                layer_states.append(z)
 
         saliency = kept_index = None
         expert_states: list[torch.Tensor] = []
@@ -179,16 +190,22 @@ class DeepVisionVLA(nn.Module):
                     expert_states.append(e)
                 pair = self.pairs[0 if cfg.coupling.share_aligners else j]
                 update = j < num_coupled - 1
+                if layer_hook is not None:
+                    z, e = layer_hook(len(layers) - num_coupled + j, z, e)
                 with stage("coupled"):
                     z, e_next = self._layer(pair, layers[len(layers) - num_coupled + j],
                                             expert_layer_list[len(expert_layer_list) - num_coupled + j],
                                             z, e, rope, expert_rope, coupled_mask, update)
                 e = e_next if update else e
+                if collect_layers:
+                    layer_states.append(z)
 
-        # §5.5 step 6: final norm and the action head on the H action tokens.
+        # §5.5 step 6: final norm and the action head on the query tokens (the H action tokens for OFT).
         with stage("head"):
             hidden = language.norm(z)
-            actions = self.action_head(hidden[:, -horizon:])  # (B, H, A)
+            actions = self.action_head(HeadInputs(
+                query_hidden=hidden[:, -num_queries:], prompt_tokens=kinds == TokenKind.PROMPT,
+                layer_states=tuple(layer_states) if collect_layers else None, state=inputs.state))  # (B, H, A)
         loss = None if target_actions is None else self.action_head.loss(actions, target_actions)
         return DeepVisionOutput(actions=actions, last_hidden_state=hidden, loss=loss, saliency=saliency,
                                 kept_patch_index=kept_index,

@@ -236,6 +236,28 @@ class ArmSim:
         self._add_ink(self._renderer.scene)
         return self._renderer.render()
 
+    def task_region_mask(self, camera: str | None = None) -> np.ndarray:
+        """(height_px, width_px) bool: pixels showing the task's objects or the hand (link_6 and fingers).
+
+        The task-relevant region of interest (ROI) of the layer-wise sensitivity analysis (DV §3.2: the
+        manipulated object, the interaction area and the arm), from MuJoCo's segmentation rendering.
+        """
+        self.render(camera)  # makes the renderer and checks the camera
+        names = (*self._task.object_xy, "link_6", "finger_left", "finger_right")
+        bodies = np.array([self.model.body(n).id for n in names])
+        renderer = self._renderer
+        renderer.enable_segmentation_rendering()
+        try:
+            renderer.update_scene(self.data, camera=camera if camera is not None else self.config.camera.name)
+            segmentation = renderer.render()  # (H, W, 2): object id, object type; -1 where nothing
+        finally:
+            renderer.disable_segmentation_rendering()
+        ids, types = segmentation[..., 0], segmentation[..., 1]
+        is_geom = (types == mujoco.mjtObj.mjOBJ_GEOM) & (ids >= 0)
+        body = np.full(ids.shape, -1)
+        body[is_geom] = self.model.geom_bodyid[ids[is_geom]]
+        return np.isin(body, bodies)
+
     def close(self) -> None:
         """Free the OSMesa context; call before the interpreter exits."""
         if self._renderer is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from vla_ros.config.schema import flatten, from_flat, iter_fields, param
 from vla_ros.errors import ConfigError
+from vla_ros.model.configuration import HEAD_NAMES
 from vla_ros.model.normalization import NORM_MODES
 from vla_ros.training.strategy import AC_MODES, STRATEGIES
 from vla_ros.types import ACTION_SPACES
@@ -75,6 +76,11 @@ class TrainConfig:
     expert_dir: str = param("", "Local Hugging Face DINOv3 directory (paper/JSON models): pretrained expert")
     baseline: bool = param(False, "QwenVLA-OFT baseline: no vision expert (tiny/paper presets only)")
     keep_ratio: float = param(0.0, "AGVP keep ratio while training; 0: the model config's", range=(0.0, 1.0))
+    head: str = param("", "Action head: oft_mlp | vla_adapter | vlm4vla (model.heads); empty: the model "
+                      "config's. A head that differs from --init-checkpoint's starts from random init",
+                      choices=("",) + HEAD_NAMES)
+    num_query_tokens: int = param(0, "Query tokens of the vla_adapter / vlm4vla head; 0: the head's default",
+                                  range=(0, 4096))
 
     # ---- optimisation ----
     steps: int = param(1000, "Optimizer steps", range=(1, 1 << 40))

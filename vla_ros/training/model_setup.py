@@ -66,7 +66,15 @@ def model_config(config: TrainConfig, interface: DatasetInterface) -> DeepVision
     base = architecture(config)
     robot = robot_config(config, interface, config.chunk_size or base.robot.chunk_size)
     pruning = dataclasses.replace(base.pruning, keep_ratio=config.keep_ratio) if config.keep_ratio else base.pruning
-    return dataclasses.replace(base, robot=robot, pruning=pruning)
+    head = base.head
+    if config.head and config.head != head.name:
+        head = dataclasses.replace(head, name=config.head, num_query_tokens=0)
+    if config.num_query_tokens:
+        if head.name == "oft_mlp":
+            raise ConfigError("num_query_tokens: the oft_mlp head uses the H action tokens (choose --head "
+                              "vla_adapter or vlm4vla)")
+        head = dataclasses.replace(head, num_query_tokens=config.num_query_tokens)
+    return dataclasses.replace(base, robot=robot, pruning=pruning, head=head)
 
 
 def initial_model(config: TrainConfig, model_cfg: DeepVisionConfig) -> tuple[DeepVisionVLA, PreTrainedTokenizerBase]:
