@@ -1,5 +1,7 @@
 """policy_node: camera + joint states -> policy -> ActionChunk, served through /vla/run_policy.
 
+An adapter over the rollout core (vla_ros/control/rollout.py), which decides each cycle whether to
+stop, wait or infer; this node answers it from its subscriptions, action server and parameters.
 Goals: one at a time. With new_goal_policy=reject (default) a goal arriving while another runs is
 rejected; with preempt the running goal aborts ("preempted by a new goal") and the new one starts.
 Each cycle (replan_period_s) builds an observation from the newest messages, runs the policy on
@@ -24,7 +26,6 @@ import dataclasses
 import json
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +42,9 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 
 from vla_ros.config.policy import PolicyNodeConfig
-from vla_ros.errors import CheckpointError, ConfigError, ObservationError, PolicyMismatchError, StaleObservationError
+from vla_ros.control.rollout import (ChunkTiming, CycleSettings, GoalLimits, Outcome, Rollout, RolloutEnd,
+                                     TeleopState)
+from vla_ros.errors import CheckpointError, ConfigError, ObservationError, PolicyMismatchError
 from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros import convert
@@ -49,7 +52,7 @@ from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
 from vla_ros.ros.runner import run_node
 from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
-from vla_ros.types import ACTION_SPACES, ActionChunk, Policy, PolicySpec
+from vla_ros.types import ACTION_SPACES, ActionChunk, Observation, Policy, PolicyOutput, PolicySpec
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 from vla_ros_interfaces.srv import StartEpisode, StopEpisode
@@ -132,12 +135,78 @@ def load_policy(cfg: PolicyNodeConfig) -> Policy:
 class _GoalRun:
     """State of the running goal, shared with the goal callback for preemption."""
 
-    def __init__(self, takeovers_before: int) -> None:
+    def __init__(self) -> None:
         self.preempted = threading.Event()
-        self.takeovers_before = takeovers_before  # teleop engagements counted before the goal started
-        self.interventions = 0
-        self.intervention_s = 0.0
-        self.paused_since: float | None = None  # monotonic time teleop took over; None while the policy drives
+
+
+class _GoalHost:
+    """Answers the rollout core's questions (control/rollout.py) for one goal from the node's state."""
+
+    def __init__(self, node: "PolicyNode", goal_handle, run: _GoalRun) -> None:
+        self.node, self.goal_handle, self.run = node, goal_handle, run
+        self.goal = goal_handle.request
+        self.cfg = node._params.current
+        self.build_ns = 0
+
+    def settings(self) -> CycleSettings:
+        self.cfg = self.node._params.current  # one snapshot per cycle
+        return CycleSettings(self.cfg.replan_period_s, self.cfg.observation_wait_s)
+
+    def stop_reason(self) -> tuple[Outcome, str] | None:
+        node = self.node
+        if self.goal_handle.is_cancel_requested:
+            return Outcome.CANCELED, "canceled"
+        if self.run.preempted.is_set():
+            return Outcome.ABORTED, "preempted by a new goal"
+        if node._estop_reason:
+            return Outcome.ABORTED, node._estop_reason
+        if node._shutting_down.is_set() or not rclpy.ok(context=node.context):
+            return Outcome.ABORTED, "node shutting down"
+        return None
+
+    def teleop(self) -> TeleopState:
+        return TeleopState(*self.node._teleop())
+
+    def observe(self) -> Observation:
+        node, cfg = self.node, self.cfg
+        self.build_ns = node.get_clock().now().nanoseconds
+        with node._receipt_lock:
+            node._image_receipts = []
+        return node._gate.build(self.build_ns, cfg.max_observation_age_s, self.goal.instruction, node._decode_image,
+                                lambda m: convert.joint_positions(m, cfg.joint_names))
+
+    def predict(self, obs: Observation) -> PolicyOutput:
+        return self.node._policy.predict(obs)
+
+    def publish(self, chunk: ActionChunk, output: PolicyOutput, timing: ChunkTiming, interventions: int) -> None:
+        node = self.node
+        t_publish = time.perf_counter()
+        msg = convert.chunk_to_msg(chunk)
+        node._chunk_pub.publish(msg)
+        publish_s = time.perf_counter() - t_publish
+        self.goal_handle.publish_feedback(RunPolicy.Feedback(
+            chunk=msg, inference_time_s=timing.inference_s, kept_expert_tokens=int(output.kept_expert_tokens),
+            intervention_count=interventions))
+        preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
+        with node._receipt_lock:
+            stamp_ns, received_ns = min(node._image_receipts) if node._image_receipts else (self.build_ns,) * 2
+        node._timing_pub.publish(chunk_timing_msg(chunk.chunk_id, chunk.stamp_ns, {
+            "observation_age_ms": (self.build_ns - chunk.stamp_ns) * 1e-6,  # oldest source: an image in practice
+            "image_transport_ms": (received_ns - stamp_ns) * 1e-6,  # oldest image: stamp -> callback
+            "image_wait_ms": (self.build_ns - received_ns) * 1e-6,  # callback -> taken by this cycle
+            "decode_ms": timing.observe_s * 1e3, "preprocess_ms": preprocess_s * 1e3,
+            "inference_ms": (timing.inference_s - preprocess_s) * 1e3, "publish_ms": publish_s * 1e3}))
+
+    def on_takeover(self, engaged: bool, interventions: int) -> None:
+        if engaged:
+            self.node.get_logger().info("teleop took over: chunks paused")
+            self.goal_handle.publish_feedback(RunPolicy.Feedback(intervention_active=True,
+                                                                 intervention_count=interventions))
+        else:
+            self.node.get_logger().info("teleop released: resuming from the measured position")
+
+    def log_error(self, text: str) -> None:
+        self.node.get_logger().error(text)
 
 
 class PolicyNode(Node):
@@ -155,7 +224,7 @@ class PolicyNode(Node):
         check_policy_matches(self._policy, cfg)
         self._policy.set_keep_ratio(cfg.keep_ratio)
         self._gate = ObservationGate(cfg.camera_topics, cfg.joint_states_topic)
-        self._chunk_id = 0
+        self._rollout = Rollout(self._policy.spec)  # the goal loop's decisions; chunk ids count across goals
         self._receipt_lock = threading.Lock()
         self._image_receipts: list[tuple[int, int]] = []  # (stamp, receipt) of the images of the cycle's observation
         self._idle = threading.Condition(self._goal_lock)
@@ -284,8 +353,7 @@ class PolicyNode(Node):
             return GoalResponse.ACCEPT
 
     def _execute(self, goal_handle) -> RunPolicy.Result:
-        engaged, takeovers, _ = self._teleop()
-        run = _GoalRun(takeovers - int(engaged))  # a takeover already under way counts for this goal
+        run = _GoalRun()
         with self._goal_lock:
             # A preempted goal is still finishing: wait for it so only one goal ever publishes.
             while self._active is not None and not self._shutting_down.is_set():
@@ -302,10 +370,10 @@ class PolicyNode(Node):
                 self._idle.notify_all()
 
     def _finish(self, goal_handle, outcome: int, reason: str, chunks: int, episode_id: str,
-                run: _GoalRun | None = None) -> RunPolicy.Result:
+                end: RolloutEnd | None = None) -> RunPolicy.Result:
         result = Result(outcome=outcome, reason=reason, chunk_count=chunks, episode_id=episode_id)
-        if run is not None:
-            result.intervention_count, result.intervention_s = run.interventions, run.intervention_s
+        if end is not None:
+            result.intervention_count, result.intervention_s = end.interventions, end.intervention_s
         if outcome == Result.OUTCOME_COMPLETED:
             goal_handle.succeed()
         elif outcome == Result.OUTCOME_CANCELED:
@@ -329,118 +397,17 @@ class PolicyNode(Node):
                 episode_id = self._start_episode(goal.instruction)
             except RuntimeError as err:
                 return self._finish(goal_handle, Result.OUTCOME_ABORTED, f"recording: {err}", 0, "")
-        outcome, reason, chunks = self._loop(goal_handle, goal, run)
-        if run.paused_since is not None:  # the goal ended during a takeover
-            run.intervention_s += time.monotonic() - run.paused_since
+        end = self._rollout.run(GoalLimits(goal.time_limit_s, goal.max_chunks), _GoalHost(self, goal_handle, run))
+        outcome, reason = int(end.outcome), end.reason
         if goal.record and self._shutting_down.is_set():
             reason += "; the recorder finalises the episode when it stops"
         elif goal.record:
             try:
-                self._stop_episode(f"{['completed', 'canceled', 'aborted'][outcome]}: {reason}")
+                self._stop_episode(f"{end.outcome.name.lower()}: {reason}")
             except RuntimeError as err:  # refused (e.g. discarded: no frame) or no answer: no episode to name
                 reason += f"; recording could not be stopped: {err}"
                 episode_id = ""
-        return self._finish(goal_handle, outcome, reason, chunks, episode_id, run)
-
-    def _loop(self, goal_handle, goal: RunPolicy.Goal, run: _GoalRun) -> tuple[int, str, int]:
-        start = time.monotonic()
-        chunks = 0
-        waiting_since: float | None = None
-        next_cycle = start
-        resume_after_ns = 0  # after a takeover, only an observation newer than the release may be used
-        while True:
-            cfg = self._params.current  # one snapshot per cycle
-            if goal_handle.is_cancel_requested:
-                return Result.OUTCOME_CANCELED, "canceled", chunks
-            if run.preempted.is_set():
-                return Result.OUTCOME_ABORTED, "preempted by a new goal", chunks
-            if self._estop_reason:
-                return Result.OUTCOME_ABORTED, self._estop_reason, chunks
-            if self._shutting_down.is_set() or not rclpy.ok(context=self.context):
-                return Result.OUTCOME_ABORTED, "node shutting down", chunks
-            if goal.time_limit_s > 0 and time.monotonic() - start >= goal.time_limit_s:
-                return Result.OUTCOME_COMPLETED, f"time limit {goal.time_limit_s:.1f} s reached", chunks
-            if goal.max_chunks > 0 and chunks >= goal.max_chunks:
-                return Result.OUTCOME_COMPLETED, f"chunk limit {goal.max_chunks} reached", chunks
-            now = time.monotonic()
-            engaged, takeovers, released_ns = self._teleop()
-            run.interventions = takeovers - run.takeovers_before
-            if engaged:
-                if run.paused_since is None:
-                    run.paused_since = now
-                    self.get_logger().info("teleop took over: chunks paused")
-                    goal_handle.publish_feedback(RunPolicy.Feedback(intervention_active=True,
-                                                                    intervention_count=run.interventions))
-                time.sleep(0.01)
-                continue
-            if run.paused_since is not None:  # handed back: resume from where the arm is now
-                run.intervention_s += now - run.paused_since
-                run.paused_since, resume_after_ns, next_cycle = None, released_ns, now
-                waiting_since = None
-                self.get_logger().info("teleop released: resuming from the measured position")
-            if now < next_cycle:
-                time.sleep(min(next_cycle - now, 0.02))  # short sleeps keep cancel responsive
-                continue
-            build_ns = self.get_clock().now().nanoseconds
-            t_build = time.perf_counter()
-            with self._receipt_lock:
-                self._image_receipts = []
-            try:
-                obs = self._gate.build(build_ns, cfg.max_observation_age_s,
-                                       goal.instruction, self._decode_image,
-                                       lambda m: convert.joint_positions(m, cfg.joint_names))
-            except StaleObservationError as err:
-                waiting_since = waiting_since or now
-                if now - waiting_since > cfg.observation_wait_s:
-                    return Result.OUTCOME_ABORTED, f"no fresh observation: {err}", chunks
-                next_cycle = now + 0.01
-                continue
-            except ObservationError as err:
-                return Result.OUTCOME_ABORTED, f"bad observation: {err}", chunks
-            if obs.stamp_ns <= resume_after_ns:  # seen while teleop still moved the arm
-                next_cycle = now + 0.01
-                continue
-            waiting_since = None
-            t0 = time.perf_counter()
-            decode_s = t0 - t_build  # images and joint state decoded (and resized) inside build()
-            try:
-                output = self._policy.predict(obs)
-            except Exception as err:  # the goal aborts with the message; the node keeps serving
-                self.get_logger().error(f"policy raised:\n{traceback.format_exc()}")
-                return Result.OUTCOME_ABORTED, f"policy error: {type(err).__name__}: {err}", chunks
-            inference_s = time.perf_counter() - t0
-            chunk = self._make_chunk(obs.stamp_ns, output.actions)
-            if chunk is None:
-                return Result.OUTCOME_ABORTED, "policy error: non-finite or mis-shaped actions", chunks
-            t_publish = time.perf_counter()
-            msg = convert.chunk_to_msg(chunk)
-            self._chunk_pub.publish(msg)
-            publish_s = time.perf_counter() - t_publish
-            goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
-                                                            kept_expert_tokens=int(output.kept_expert_tokens),
-                                                            intervention_count=run.interventions))
-            preprocess_s = float(output.info.get("preprocess_s", 0.0))  # policies that do not split report 0
-            with self._receipt_lock:
-                stamp_ns, received_ns = min(self._image_receipts) if self._image_receipts else (build_ns, build_ns)
-            self._timing_pub.publish(chunk_timing_msg(chunk.chunk_id, chunk.stamp_ns, {
-                "observation_age_ms": (build_ns - obs.stamp_ns) * 1e-6,  # oldest source: an image in practice
-                "image_transport_ms": (received_ns - stamp_ns) * 1e-6,  # oldest image: stamp -> callback
-                "image_wait_ms": (build_ns - received_ns) * 1e-6,  # callback -> taken by this cycle
-                "decode_ms": decode_s * 1e3, "preprocess_ms": preprocess_s * 1e3,
-                "inference_ms": (inference_s - preprocess_s) * 1e3, "publish_ms": publish_s * 1e3}))
-            chunks += 1
-            next_cycle = max(next_cycle + cfg.replan_period_s, time.monotonic())
-
-    def _make_chunk(self, stamp_ns: int, actions: np.ndarray) -> ActionChunk | None:
-        spec = self._policy.spec
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (spec.horizon, spec.action_dim) or not np.all(np.isfinite(actions)):
-            self.get_logger().error(f"policy returned actions of shape {actions.shape} (expected "
-                                    f"{(spec.horizon, spec.action_dim)}) or non-finite values")
-            return None
-        self._chunk_id += 1
-        return ActionChunk(chunk_id=self._chunk_id, stamp_ns=stamp_ns, action_space=spec.action_space,
-                           names=tuple(spec.action_names), dt_s=spec.dt_s, actions=actions)
+        return self._finish(goal_handle, outcome, reason, end.chunks, episode_id, end)
 
     # -- recording through the recorder's services --
     def _call(self, client, request, what: str):
