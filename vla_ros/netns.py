@@ -8,7 +8,7 @@ What makes the namespaces behave like two machines for Fast DDS:
 - Discovery: ROS_STATIC_PEERS names the other host's address, and ROS_AUTOMATIC_DISCOVERY_RANGE
   stays LOCALHOST (nothing else on the network is discovered). Unicast peers, not multicast,
   because multicast is what Wi-Fi access points and managed switches drop or throttle; no XML
-  profile and no discovery-server process to keep alive on one of the hosts.
+  profile for discovery and no discovery-server process to keep alive on one of the hosts.
 - Shared memory: Fast DDS uses its shared-memory transport between participants with the same
   /etc/machine-id, and namespaces share /dev/shm. `ip netns exec` bind-mounts
   /etc/netns/<ns>/machine-id over /etc/machine-id, so each namespace gets its own id: traffic
