@@ -100,7 +100,7 @@ def _report(results: dict, out: Path) -> None:
         print(f"{lab}: {run['outcome']}, {run['chunks']} chunks, {run['link_mb']:.1f} MB robot->gpu")
 
     # Means add up per chunk (age at receipt = the stages, by construction); percentiles do not.
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
     left = np.zeros(len(labels))
     for k in STAGES:
         width = np.array([max(results["runs"][lab]["stats"].get(k, {}).get("mean", 0.0), 0.0) for lab in labels])
@@ -113,7 +113,7 @@ def _report(results: dict, out: Path) -> None:
     ax.set_xlabel("ms (mean of each stage, stacked)")
     ax.set_title(f"camera image -> chunk at safety_node (load average {results['load_average_start'][0]:.0f} "
                  f"on {os.cpu_count()} cores)")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "latency_budget.png", dpi=120)
     print(f"wrote {out / 'latency_budget.json'} and {out / 'latency_budget.png'}")

@@ -8,11 +8,14 @@ What makes the namespaces behave like two machines for Fast DDS:
 - Discovery: ROS_STATIC_PEERS names the other host's address, and ROS_AUTOMATIC_DISCOVERY_RANGE
   stays LOCALHOST (nothing else on the network is discovered). Unicast peers, not multicast,
   because multicast is what Wi-Fi access points and managed switches drop or throttle; no XML
-  profile and no discovery-server process to keep alive on one of the hosts.
+  profile for discovery and no discovery-server process to keep alive on one of the hosts.
 - Shared memory: Fast DDS uses its shared-memory transport between participants with the same
   /etc/machine-id, and namespaces share /dev/shm. `ip netns exec` bind-mounts
   /etc/netns/<ns>/machine-id over /etc/machine-id, so each namespace gets its own id: traffic
   between the hosts goes over UDP on the link, traffic within a host still uses shared memory.
+- Large messages: an image is several 64 kB UDP datagrams arriving together; the OS default
+  receive buffer (212 kB) overflowed for about half the raw images, so config/fastdds_two_hosts.xml
+  (FASTDDS_DEFAULT_PROFILES_FILE) asks Fast DDS for 4 MB socket buffers.
 - Faults: link down/up (`ip link`), a rate limit with tail drop (tbf qdisc: queueing delay on a
   slow link) and random loss per packet (iptables `statistic --mode random` DROP in the raw table's
   PREROUTING on the receiving side, before IP reassembly).
@@ -30,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from vla_ros.errors import VlaRosError
+from vla_ros.paths import config_file
 
 HOSTS = ("gpu", "robot")
 
@@ -78,6 +82,7 @@ class TwoHostsSpec:
         env = dict(os.environ if base is None else base)
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         env["ROS_STATIC_PEERS"] = self.peer(name).address
+        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_file("fastdds_two_hosts.xml")))
         env[SPEC_ENV] = self.to_json()
         return env
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -196,3 +197,27 @@ def test_two_hosts_demo_short(tmp_path):
     assert _link_mb(done.stdout) > 5.0, "raw images did not cross the link (3 s at 15 Hz is ~10 MB)"
     after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     assert not {n for n in after - before if n.startswith("vla")}, "network namespaces left behind"
+
+
+def test_fastdds_profile_gives_large_socket_receive_buffers():
+    """Catches: the two-host Fast DDS profile not applied (or not parsed): with the OS default 212 kB
+    UDP receive buffer about half of the raw images overflowed it (UdpRcvbufErrors) on the GPU host."""
+    child = ("import time, rclpy; from sensor_msgs.msg import Image; rclpy.init(); n = rclpy.create_node('rb');"
+             " n.create_subscription(Image, '/rb/image_raw', lambda m: None, 1); time.sleep(20)")
+    with TwoHosts(tag=f"rb{os.getpid() % 10000}") as spec:
+        proc = subprocess.Popen([*spec.prefix("gpu"), sys.executable, "-c", child], env=spec.env("gpu"),
+                                start_new_session=True)
+        try:
+            buffers: list[int] = []
+            for _ in range(100):  # until the participant has opened its sockets
+                ss = subprocess.run([*spec.prefix("gpu"), "ss", "-uamnp"], capture_output=True, text=True).stdout
+                buffers = [int(tok.split(",")[0][2:]) for tok in ss.replace("(", ",").split(",")
+                           if tok.startswith("rb")]
+                if len(buffers) >= 2:
+                    break
+                time.sleep(0.2)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert buffers, "no UDP socket seen on the GPU host"
+    assert max(buffers) >= 4_000_000, f"UDP receive buffers {buffers} (bytes): the 4 MB profile was not applied"
