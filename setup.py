@@ -27,6 +27,6 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{node} = {PACKAGE}.ros.{node}:main" for node in NODES]
-        + ["vla_ros_demo = vla_ros.demo:main"],
+        + ["vla_ros_demo = vla_ros.apps.demo:main"],
     },
 )

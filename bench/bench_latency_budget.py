@@ -45,9 +45,9 @@ def budget(policy: list[dict], safety: list[dict]) -> dict[str, list[float]]:
 def _inside(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vla_ros.netns import current_spec
-    from vla_ros.ros.two_host_session import TwoHostSession
-    from vla_ros.two_hosts_drills import Probe
+    from vla_ros.apps.netns import current_spec
+    from vla_ros.apps.two_host_session import TwoHostSession
+    from vla_ros.apps.two_hosts_drills import Probe
 
     spec = current_spec()
     results = {"duration_s": args.duration_s, "load_average_start": os.getloadavg(), "runs": {}}
@@ -120,8 +120,8 @@ def _report(results: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.netns import current_spec
-    from vla_ros.two_hosts import run_on_robot_host
+    from vla_ros.apps.netns import current_spec
+    from vla_ros.apps.two_hosts import run_on_robot_host
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

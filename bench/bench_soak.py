@@ -88,10 +88,10 @@ def _inside(args: argparse.Namespace) -> int:
     import psutil
     from tqdm import tqdm
 
-    from vla_ros.netns import current_spec
+    from vla_ros.apps.netns import current_spec
     from vla_ros.recording import LeRobotDatasetReader, validate_dataset
-    from vla_ros.ros.two_host_session import TwoHostSession
-    from vla_ros.two_hosts_drills import Probe
+    from vla_ros.apps.two_host_session import TwoHostSession
+    from vla_ros.apps.two_hosts_drills import Probe
     from vla_ros_interfaces.action import RunPolicy
     from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 
@@ -248,8 +248,8 @@ def _plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.netns import current_spec
-    from vla_ros.two_hosts import run_on_robot_host
+    from vla_ros.apps.netns import current_spec
+    from vla_ros.apps.two_hosts import run_on_robot_host
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

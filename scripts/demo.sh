@@ -6,4 +6,4 @@ bash "$ROOT/scripts/setup.sh"
 # shellcheck source=/dev/null
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
-exec python -m vla_ros.demo "$@"
+exec python -m vla_ros.apps.demo "$@"

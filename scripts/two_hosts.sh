@@ -7,4 +7,4 @@ bash "$ROOT/scripts/setup.sh"
 # shellcheck source=/dev/null
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
-exec python -m vla_ros.two_hosts "$@"
+exec python -m vla_ros.apps.two_hosts "$@"

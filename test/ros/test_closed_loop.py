@@ -18,7 +18,7 @@ from vla_ros.model.configuration import DeepVisionConfig
 from vla_ros.model.normalization import NormStats
 from vla_ros.paths import config_file
 from vla_ros.recording.reader import LeRobotDatasetReader
-from vla_ros.ros.session import SimSession
+from vla_ros.apps.session import SimSession
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import psutil
 
-from vla_ros.collect import main as collect_main
-from vla_ros.collect import schedule
+from vla_ros.apps.collect import main as collect_main
+from vla_ros.apps.collect import schedule
 from vla_ros.recording.reader import LeRobotDatasetReader
 
 

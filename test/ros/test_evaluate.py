@@ -10,8 +10,8 @@ import psutil
 import torch
 from safetensors.torch import load_file
 
-from vla_ros.evaluate import main as evaluate_main
-from vla_ros.evaluate import random_weights_checkpoint
+from vla_ros.apps.evaluate import main as evaluate_main
+from vla_ros.apps.evaluate import random_weights_checkpoint
 from vla_ros.model.checkpoint import NORM_STATS_FILE, WEIGHTS_FILE, load_config
 from vla_ros.paths import default_checkpoint_dir
 

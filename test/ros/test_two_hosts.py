@@ -1,6 +1,6 @@
 """The stack split across two hosts (network namespaces, DDS over a veth link) and the faults of a
 real deployment: a lossy slow link, a cut link, a frozen camera, a camera changing resolution, a
-policy host that dies. One run of `python -m vla_ros.two_hosts_drills` (real processes on real
+policy host that dies. One run of `python -m vla_ros.apps.two_hosts_drills` (real processes on real
 namespaces, ~1 min) makes the faults; each test judges one drill from its JSON.
 
 Skipped, with the reason, where network namespaces cannot be created (not root, no iproute2, a
@@ -21,10 +21,10 @@ import pytest
 
 from vla_ros.config import load_config
 from vla_ros.config.safety import SafetyConfig
-from vla_ros.netns import TwoHosts
+from vla_ros.apps.netns import TwoHosts
 from vla_ros.paths import PACKAGE_ROOT, config_file
 from vla_ros.recording.reader import LeRobotDatasetReader
-from vla_ros.two_hosts_drills import DRILLS
+from vla_ros.apps.two_hosts_drills import DRILLS
 
 _REASON = TwoHosts.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"two hosts unavailable: {_REASON}")
@@ -44,7 +44,7 @@ def drills(tmp_path_factory):
     drills = [d for d in DRILLS if not (d == "lossy_link" and NO_IPTABLES)]
     # JPEG across the link, as recommended for a lossy one (raw images die at 2 % packet loss: the
     # goal aborts naming the stale camera, docs/two_hosts.md); the short demo below sends raw ones.
-    done = _run("vla_ros.two_hosts_drills", ["--output", str(out), "--images", "compressed", "--drills", *drills])
+    done = _run("vla_ros.apps.two_hosts_drills", ["--output", str(out), "--images", "compressed", "--drills", *drills])
     assert done.returncode == 0, f"drills failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads((out / "drills.json").read_text())
     report["stdout"] = done.stdout
@@ -189,7 +189,7 @@ def test_two_hosts_demo_short(tmp_path):
     behind, summary not written) with raw rgb8 images fragmented across the link."""
     out = tmp_path / "demo"
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    done = _run("vla_ros.two_hosts", ["--duration-s", "3", "--device", "cpu", "--output-dir", str(out)])
+    done = _run("vla_ros.apps.two_hosts", ["--duration-s", "3", "--device", "cpu", "--output-dir", str(out)])
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outcome"] == "completed" and summary["chunks"] > 0, summary

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vla_ros.paths import default_checkpoint_dir
-from vla_ros.ros.session import SessionError, SimSession
+from vla_ros.apps.session import SessionError, SimSession
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +45,7 @@ def _backend(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None, make_session=SimSession) -> int:
-    """`make_session` builds the session (SimSession's arguments); vla_ros.two_hosts splits it."""
+    """`make_session` builds the session (SimSession's arguments); vla_ros.apps.two_hosts splits it."""
     args = _args(argv)
     out = args.output_dir.resolve()
     dataset = out / "dataset"

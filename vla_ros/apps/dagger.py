@@ -1,11 +1,11 @@
 """DAgger on the simulated arm: run the policy, let the scripted expert take over where it goes wrong,
 retrain on the corrections, repeat.
 
-    python -m vla_ros.dagger --checkpoint models/deepvision_sim --output DIR --rounds N --episodes K \\
+    python -m vla_ros.apps.dagger --checkpoint models/deepvision_sim --output DIR --rounds N --episodes K \\
         [--tasks pour write] [--steps S] [--eval-episodes E] [--dataset DIR ...]
 
 Round r (1..N): K episodes per task on new layouts (seeds seed0 + (r-1)*K ...) through policy_node,
-safety_node, sim_robot_node, recorder_node and teleop_node (vla_ros.ros.dagger_session): the
+safety_node, sim_robot_node, recorder_node and teleop_node (vla_ros.apps.dagger_session): the
 DaggerSupervisor takes over through teleop_node when the arm strays from the expert's path or stalls,
 and hands back once the expert finished that stage; the recorder marks those frames
 source=intervention. Then training continues from the current checkpoint on every round's episodes
@@ -28,10 +28,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vla_ros import evaluate
+from vla_ros.apps import evaluate
 from vla_ros.paths import default_checkpoint_dir
-from vla_ros.ros.dagger_session import DaggerSession
-from vla_ros.ros.session import SessionError
+from vla_ros.apps.dagger_session import DaggerSession
+from vla_ros.apps.session import SessionError
 
 TASKS = ("pour", "write")
 

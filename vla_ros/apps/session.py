@@ -28,7 +28,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.errors import VlaRosError
 from vla_ros.paths import config_file
-from vla_ros.processes import NodeProcesses
+from vla_ros.apps.processes import NodeProcesses
 from vla_ros.ros import convert
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg

@@ -22,7 +22,7 @@ from std_srvs.srv import SetBool
 
 from vla_ros.config.sim import SimConfig
 from vla_ros.ros import convert
-from vla_ros.ros.session import EpisodeReport, SimSession
+from vla_ros.apps.session import EpisodeReport, SimSession
 from vla_ros.ros.teleop_node import ENGAGE_SERVICE
 from vla_ros.sim.dagger import DaggerSupervisor
 from vla_ros.sim.state_json import state_from_dict

@@ -2,7 +2,7 @@
 
     sudo bash scripts/two_hosts.sh [demo options: --task write --duration-s 20 --device cpu ...]
 
-The hosts are Linux network namespaces joined by a veth pair (vla_ros.netns: why static peers,
+The hosts are Linux network namespaces joined by a veth pair (vla_ros.apps.netns: why static peers,
 why each namespace gets its own machine-id). The GPU host runs policy_node; the robot host runs
 sim_robot_node, safety_node, recorder_node and this client. DDS crosses the link over UDP: the
 camera images are fragmented by Fast DDS and IP. Prints the demo's summary; exit code as the demo.
@@ -15,12 +15,12 @@ import functools
 import subprocess
 import sys
 
-from vla_ros import demo
-from vla_ros.netns import TwoHosts, current_spec
+from vla_ros.apps import demo
+from vla_ros.apps.netns import TwoHosts, current_spec
 
 
 def _inside(argv: list[str]) -> int:
-    from vla_ros.ros.two_host_session import TwoHostSession  # rclpy only on the robot host's side
+    from vla_ros.apps.two_host_session import TwoHostSession  # rclpy only on the robot host's side
 
     spec = current_spec()
     images = "raw"
@@ -45,7 +45,7 @@ def _inside(argv: list[str]) -> int:
 def run_on_robot_host(python_args: list[str]) -> int:
     """Create the two hosts, run `python *python_args` on the robot host, remove the hosts.
 
-    The child finds the hosts in its environment (vla_ros.netns.current_spec). Exit code: the
+    The child finds the hosts in its environment (vla_ros.apps.netns.current_spec). Exit code: the
     child's, or 2 (with the reason on stderr) where namespaces cannot be made.
     """
     reason = TwoHosts.unavailable_reason()
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return _inside(argv)
     if not any(a.startswith("--output-dir") for a in argv):
         argv += ["--output-dir", "outputs/two_hosts"]
-    return run_on_robot_host(["-m", "vla_ros.two_hosts", *argv])
+    return run_on_robot_host(["-m", "vla_ros.apps.two_hosts", *argv])
 
 
 if __name__ == "__main__":

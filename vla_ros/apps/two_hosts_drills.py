@@ -1,6 +1,6 @@
 """Fault drills on the two-host split: what a real deployment sees, each with what happened.
 
-    sudo python -m vla_ros.two_hosts_drills --output DIR [--drills lossy_link link_cut ...]
+    sudo python -m vla_ros.apps.two_hosts_drills --output DIR [--drills lossy_link link_cut ...]
 
 One TwoHostSession (policy_node on the GPU host, the rest and this client on the robot host) runs
 the drills in order and writes DIR/drills.json: per drill the goal outcomes and reasons, every
@@ -108,7 +108,7 @@ class Probe:
     # -- goals --
     def goal(self, seconds: float, record: bool = False,
              during: Callable[[float], None] | None = None) -> dict[str, Any]:
-        from vla_ros.ros.session import OUTCOMES
+        from vla_ros.apps.session import OUTCOMES
         from vla_ros_interfaces.action import RunPolicy
 
         instruction = self.session.reset("pour", seed=1)
@@ -293,8 +293,8 @@ class Drills(Probe):
 
 
 def _inside(args: argparse.Namespace) -> int:
-    from vla_ros.netns import current_spec
-    from vla_ros.ros.two_host_session import TwoHostSession
+    from vla_ros.apps.netns import current_spec
+    from vla_ros.apps.two_host_session import TwoHostSession
 
     spec = current_spec()
     out = args.output.resolve()
@@ -344,14 +344,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.netns import current_spec
-    from vla_ros.two_hosts import run_on_robot_host
+    from vla_ros.apps.netns import current_spec
+    from vla_ros.apps.two_hosts import run_on_robot_host
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _args(argv)
     if current_spec() is not None:
         return _inside(args)
-    return run_on_robot_host(["-m", "vla_ros.two_hosts_drills", *argv])
+    return run_on_robot_host(["-m", "vla_ros.apps.two_hosts_drills", *argv])
 
 
 if __name__ == "__main__":

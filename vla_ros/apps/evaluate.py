@@ -1,10 +1,10 @@
 """Closed-loop evaluation of a checkpoint on the simulated arm.
 
-    python -m vla_ros.evaluate --checkpoint DIR --tasks pour write --episodes N --time-limit-s T \\
+    python -m vla_ros.apps.evaluate --checkpoint DIR --tasks pour write --episodes N --time-limit-s T \\
         --output DIR [--seed0 S] [--random-weights] [--backend torch|onnxruntime]
 
 Runs N episodes per task through policy_node -> safety_node -> sim_robot_node (each its own process,
-vla_ros.ros.session.SimSession): per episode the sim is reset with seed S, S+1, ..., a RunPolicy goal
+vla_ros.apps.session.SimSession): per episode the sim is reset with seed S, S+1, ..., a RunPolicy goal
 with the sim's instruction runs for T seconds, and the sim's task check says success. Writes
 OUTPUT/evaluation.json (per task: success rate, mean score, episode lengths, clipped commands, chunk
 latency p50/p99; every episode's numbers) and OUTPUT/evaluation.png: a few camera frames per episode
@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_ros.paths import default_checkpoint_dir
-from vla_ros.ros.session import EpisodeReport, SessionError, SimSession
+from vla_ros.apps.session import EpisodeReport, SessionError, SimSession
 
 TASKS = ("pour", "write")
 

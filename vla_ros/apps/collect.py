@@ -1,6 +1,6 @@
 """Record scripted demonstrations in the sim, the way a teleop session records them.
 
-    python -m vla_ros.collect --task pour|write|both --episodes N --dataset DIR [--seed0 S] [--device D]
+    python -m vla_ros.apps.collect --task pour|write|both --episodes N --dataset DIR [--seed0 S] [--device D]
 
 Starts sim_robot_node, recorder_node and scripted_teleop_node (each its own process). Per episode the
 sim is reset with seed S, S+1, ... (randomised object placement, letter), the scripted expert
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vla_ros.ros.session import SessionError
-from vla_ros.ros.teleop_session import TeleopSession
+from vla_ros.apps.session import SessionError
+from vla_ros.apps.teleop_session import TeleopSession
 
 TASKS = ("pour", "write")
 

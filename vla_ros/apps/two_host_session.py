@@ -1,6 +1,6 @@
 """SimSession split across two hosts: policy_node on the GPU host, the rest on the robot host.
 
-The hosts are network namespaces made by vla_ros.netns.TwoHosts; this process (the operator's
+The hosts are network namespaces made by vla_ros.apps.netns.TwoHosts; this process (the operator's
 client) must itself run on the robot host (`ip netns exec <robot ns> ...`), as it would on the
 robot's computer. Everything else (start-up, goals, reports, clean-up) is SimSession's.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vla_ros.netns import TwoHostsSpec
-from vla_ros.ros.session import SimSession
+from vla_ros.apps.netns import TwoHostsSpec
+from vla_ros.apps.session import SimSession
 
 
 

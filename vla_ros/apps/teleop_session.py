@@ -18,7 +18,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from vla_ros.ros.scripted_teleop_node import RECORDER_START_SERVICE, RESULT_TOPIC, START_SERVICE
-from vla_ros.ros.session import SessionError, SimSession
+from vla_ros.apps.session import SessionError, SimSession
 from vla_ros.ros.teleop_node import ENGAGE_SERVICE
 from vla_ros_interfaces.srv import StartEpisode
 
