@@ -26,10 +26,16 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_ros.errors import VlaRosError
+from vla_ros.config.files import load_config
+from vla_ros.config.policy import PolicyNodeConfig
+from vla_ros.config.safety import SafetyConfig
+from vla_ros.config.sim import SimConfig
+from vla_ros.errors import ObservationError, VlaRosError
 from vla_ros.paths import config_file
 from vla_ros.apps.processes import NodeProcesses
 from vla_ros.ros import convert
+from vla_ros.ros.policy_node import POLICY_INFO_TOPIC
+from vla_ros.ros.safety_node import STATUS_TOPIC as SAFETY_STATUS_TOPIC
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 
@@ -87,6 +93,11 @@ class SimSession:
                  dataset_root: str | None = None, params_file: Path | None = None,
                  startup_timeout_s: float = 180.0, capture_period_s: float = 0.0, backend: str = "torch") -> None:
         self.params_file = Path(params_file or config_file("sim.yaml"))
+        # Topics and joints by name from the params file the nodes run with (one source for both).
+        self.policy_config = load_config(self.params_file, "policy_node", PolicyNodeConfig)
+        self.safety_config = load_config(self.params_file, "safety_node", SafetyConfig)
+        self.sim_config = load_config(self.params_file, "sim_robot_node", SimConfig)
+        self._arm_joints = tuple(n for n in self.safety_config.joint_names if n != self.safety_config.gripper.joint_name)
         self.record = record
         env = dict(os.environ)
         env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -132,18 +143,19 @@ class SimSession:
     def _make_client(self) -> None:
         node = self.node = rclpy.create_node("vla_ros_session", context=self._context)
         self._executor.add_node(node)
-        self.action = ActionClient(node, RunPolicy, "/vla/run_policy")
+        self.action = ActionClient(node, RunPolicy, self.policy_config.action_server_name)
         self._sim_params = node.create_client(SetParameters, "/sim_robot_node/set_parameters")
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(String, "/sim/task_result", self._on_task_result, latched)
-        node.create_subscription(String, "/vla/policy/info", self._on_policy_info, latched)
-        node.create_subscription(DiagnosticArray, "/vla/safety/status", self._on_status, 10)
-        node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self._on_command,
+        node.create_subscription(String, self.sim_config.result_topic, self._on_task_result, latched)
+        node.create_subscription(String, POLICY_INFO_TOPIC, self._on_policy_info, latched)
+        node.create_subscription(DiagnosticArray, SAFETY_STATUS_TOPIC, self._on_status, 10)
+        node.create_subscription(JointTrajectory, self.safety_config.output.topic, self._on_command,
                                  qos_profile_sensor_data)
-        node.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
-        node.create_subscription(ActionChunkMsg, "/vla/action_chunk", self._on_chunk, 10)
+        node.create_subscription(JointState, self.sim_config.joint_state_topic, self._on_joints,
+                                 qos_profile_sensor_data)
+        node.create_subscription(ActionChunkMsg, self.policy_config.chunk_topic, self._on_chunk, 10)
         if self.capture_period_s > 0:
-            node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
+            node.create_subscription(Image, self.sim_config.camera.topic, self._on_image, qos_profile_sensor_data)
 
     def _spin(self) -> None:
         try:
@@ -199,7 +211,10 @@ class SimSession:
 
     def _on_joints(self, msg: JointState) -> None:
         with self._lock:
-            self._joints.append(np.asarray(msg.position[:6], dtype=float))
+            try:
+                self._joints.append(convert.joint_positions(msg, self._arm_joints))
+            except ObservationError:
+                return  # a partial or malformed state is not this session's to judge
             self._last_joint_state = msg
             del self._joints[:-2000]
 
