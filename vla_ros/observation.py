@@ -70,3 +70,17 @@ class ObservationGate:
         state = decode_joints(joints.payload)
         stamp_ns = min([joints.stamp_ns] + [c.stamp_ns for c in cams])
         return Observation(images=images, state=state, instruction=instruction, stamp_ns=stamp_ns)
+
+
+def resize_frame(rgb: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
+    """A camera frame at the policy's (height, width): the one resize rule of serving, training and evaluation.
+
+    Area interpolation (cv2.INTER_AREA), the usual choice for shrinking; frames already that size pass as
+    they are. policy_node, the trainer's dataset and the evaluation's AGVP pictures all call this, so a model
+    never sees frames resized one way in training and another when it drives the robot.
+    """
+    if rgb.shape[:2] == (height_px, width_px):
+        return rgb
+    import cv2  # OpenCV only where a frame needs resizing
+
+    return cv2.resize(rgb, (width_px, height_px), interpolation=cv2.INTER_AREA)

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vla_ros.config.sim import SIM_TASKS
 from vla_ros.apps.session import SessionError
 from vla_ros.apps.teleop_session import TeleopSession
 
-TASKS = ("pour", "write")
+TASKS = SIM_TASKS
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

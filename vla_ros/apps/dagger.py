@@ -28,12 +28,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vla_ros.config.sim import SIM_TASKS
 from vla_ros.apps import evaluate
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.apps.dagger_session import DaggerSession
 from vla_ros.apps.session import SessionError
 
-TASKS = ("pour", "write")
+TASKS = SIM_TASKS
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

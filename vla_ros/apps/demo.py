@@ -17,13 +17,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vla_ros.config.sim import SIM_TASKS
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.apps.session import SessionError, SimSession
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=("pour", "write"), default="pour")
+    parser.add_argument("--task", choices=SIM_TASKS, default="pour")
     parser.add_argument("--seed", type=int, default=0, help="object placement (and letter) of the sim")
     parser.add_argument("--duration-s", type=float, default=20.0, help="time limit of the goal")
     parser.add_argument("--checkpoint", default="", help=f"default: {default_checkpoint_dir()}")

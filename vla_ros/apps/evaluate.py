@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from vla_ros.observation import resize_frame
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.apps.session import EpisodeReport, SessionError, SimSession
 
@@ -121,7 +122,6 @@ def pick_frames(report: EpisodeReport, count: int) -> list:
 
 def kept_patches(checkpoint: Path, reports: list[EpisodeReport], frames_per_episode: int) -> list[list[tuple]]:
     """Per report: [(frame, kept indices (K,), patch grid (Pe_h, Pe_w))], the checkpoint run in this process."""
-    import cv2
 
     from vla_ros.model.policy import DeepVisionPolicy
     from vla_ros.types import Observation
@@ -134,9 +134,7 @@ def kept_patches(checkpoint: Path, reports: list[EpisodeReport], frames_per_epis
     for report in reports:
         row = []
         for frame in pick_frames(report, frames_per_episode):
-            image = frame.image
-            if image.shape[:2] != (height, width):
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            image = resize_frame(frame.image, height, width)
             state = np.array([frame.joint_positions[n] for n in policy.spec.joint_names])
             obs = Observation(images=(image,), state=state, instruction=report.instruction, stamp_ns=0)
             row.append((frame, policy.kept_patch_indices(obs)[0], grid))

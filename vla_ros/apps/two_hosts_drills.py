@@ -75,21 +75,6 @@ class Probe:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
-
-        with self._lock:
-            mode = self.relay_mode
-            if mode == "frozen":
-                self._frozen = self._frozen or msg  # the last frame before the freeze, stamp and all
-                msg = self._frozen
-            else:
-                self._frozen = None
-        if mode == "resize":
-            rgb = self._cv2.resize(self._convert.image_to_rgb(msg), (640, 480), interpolation=self._cv2.INTER_LINEAR)
-            msg = self._convert.rgb_to_image(rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id)
-        if self.images == "compressed":
-            rgb = self._convert.image_to_rgb(msg)
-            self._jpeg_pub.publish(self._convert.rgb_to_compressed(
-                rgb, self._convert.stamp_to_ns(msg.header.stamp), msg.header.frame_id, 80))
     def _on_command(self, msg) -> None:
         if msg.points:
             stamp_s = self._convert.stamp_to_ns(msg.header.stamp) * 1e-9  # safety_node's send time

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 import psutil
 import rclpy
@@ -45,7 +44,7 @@ from vla_ros.config.policy import PolicyNodeConfig
 from vla_ros.control.rollout import (ChunkTiming, CycleSettings, GoalLimits, Outcome, Rollout, RolloutEnd,
                                      TeleopState)
 from vla_ros.errors import CheckpointError, ConfigError, ObservationError, PolicyMismatchError
-from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate
+from vla_ros.observation import JOINT_STATE_SOURCE, ObservationGate, resize_frame
 from vla_ros.paths import default_checkpoint_dir
 from vla_ros.ros import convert
 from vla_ros.ros.executor import MultiThreadedExecutor
@@ -307,7 +306,7 @@ class PolicyNode(Node):
             if not cfg.resize_mismatched_images:
                 raise ObservationError(f"camera {topic}: image is {rgb.shape[0]}x{rgb.shape[1]}, expected "
                                        f"{want[0]}x{want[1]} (resize_mismatched_images is false)")
-            rgb = cv2.resize(rgb, (want[1], want[0]), interpolation=cv2.INTER_AREA)
+            rgb = resize_frame(rgb, *want)
         return rgb
 
     def _on_params_changed(self, old: PolicyNodeConfig, new: PolicyNodeConfig) -> None:

@@ -22,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from vla_ros.observation import resize_frame
 from vla_ros.errors import ConfigError, RecordingError
 from vla_ros.model.normalization import NormStats
 from vla_ros.recording.reader import EpisodeInfo, LeRobotDatasetReader
@@ -416,8 +416,7 @@ class ChunkDataset(Dataset):
                 row = wanted.get(k)
                 if row is None:
                     continue
-                if image.shape[:2] != (height, width):  # as policy_node resizes a mismatched camera image
-                    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+                image = resize_frame(image, height, width)  # the rule policy_node serves with
                 out[row] = image
                 found += 1
         except Exception as err:  # any decoder failure makes the episode unusable, never the run
