@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,15 @@ def test_params_file_without_a_node_section_is_named(tmp_path):
     assert nodes_without_section(path, ["policy_node"]) == []
     for name in ("sim.yaml", "robot.yaml"):  # the shipped files the launch file falls back to
         assert nodes_without_section(ROOT / "config" / name, ["policy_node", "safety_node", "recorder_node"]) == []
+
+
+@pytest.mark.parametrize("name", ["sim.yaml", "robot.yaml"])
+def test_every_node_of_a_params_file_names_the_same_joints(name):
+    """Bug caught: one node's joint list edited and another's not (policy state order vs safety limits vs
+    recorder columns silently disagree). The joints come from the config tree; each file states them once
+    per node, and all must be the same list in the same order."""
+    path = ROOT / "config" / name
+    joints = {node: tuple(load_config(path, node, config_class(node)).joint_names)
+              for node in read_params_file(path)
+              if "joint_names" in {f.name for f in dataclasses.fields(config_class(node))}}
+    assert len(joints) >= 3 and len(set(joints.values())) == 1, joints

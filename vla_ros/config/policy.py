@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from vla_ros.config.sim import SIM_JOINT_NAMES
 from vla_ros.config.schema import param
 from vla_ros.errors import ConfigError
 
-DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
+DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
 
 
 @dataclasses.dataclass(frozen=True)

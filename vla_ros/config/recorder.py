@@ -12,10 +12,11 @@ import dataclasses
 import math
 import re
 
+from vla_ros.config.sim import SIM_JOINT_NAMES
 from vla_ros.config.schema import param, section
 from vla_ros.errors import ConfigError
 
-DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
+DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
 COMMAND_TYPES = ("joint_trajectory", "float64_array")
 VIDEO_CODECS = ("h264", "mpeg4", "av1")
 EPISODE_SOURCES = ("teleop", "policy", "scripted", "intervention")

@@ -14,12 +14,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from vla_ros.config.sim import SIM_JOINT_NAMES
 from vla_ros.config.schema import param, section
 from vla_ros.errors import ConfigError
 from vla_ros.types import ACTION_SPACES
 
 CONFIG_VERSION = 1
-DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
+DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
 EXPERT_POSITION_MODES = ("mrope_grid", "fixed", "none")
 ALIGNER_NORM_POSITIONS = ("after", "before")
 EXPERT_OUTPUT_MODES = ("back_projection", "replace_o_proj")
