@@ -58,6 +58,25 @@ def _disk_free_bytes(path: Path) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class FrameRow:
+    """One frame of the staging table, as the sampler aligned it (finalize.staging_frames_schema)."""
+
+    grid_index: int
+    time_ns: int
+    state: np.ndarray  # (J,)
+    action: np.ndarray  # (A,) the command sent at this frame
+    state_stamp_ns: int  # provenance: stamp of the state sample used
+    action_stamp_ns: int
+    chunk_stamp_ns: int  # -1 without a chunk
+    image_stamps_ns: tuple[int, ...]  # one per camera, in camera_keys order
+    chunk_id: int  # -1 without a chunk
+    chunk_step: int  # index of this frame's action in its chunk, -1 past the chunk's end
+    stale_input: bool
+    intervention: bool
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
 class EpisodeSummary:
     episode_index: int  # the dataset's episode index if kept; the index it would have had otherwise
     kept: bool
@@ -168,7 +187,7 @@ class _Episode:
             self.frames_written += 1
             self.stale_frames += bool(frame.stale_streams)
 
-    def _row(self, frame: SampledFrame) -> tuple:
+    def _row(self, frame: SampledFrame) -> FrameRow:
         s = frame.samples
         chunk = s.get(CHUNK_STREAM)
         chunk_id = chunk_step = chunk_stamp = -1
@@ -179,11 +198,12 @@ class _Episode:
             chunk_step = step if step < c.horizon else -1
         mark = s.get(INTERVENTION_STREAM)
         intervention = bool(mark.payload) if mark is not None else False
-        source = "intervention" if intervention else self.source
-        images = tuple(s[image_stream(k)].stamp_ns for k in self.camera_keys)
-        return (frame.grid_index, frame.time_ns, s[STATE_STREAM].payload, s[ACTION_STREAM].payload,
-                s[STATE_STREAM].stamp_ns, s[ACTION_STREAM].stamp_ns, chunk_stamp, images, chunk_id, chunk_step,
-                bool(frame.stale_streams), intervention, source)
+        return FrameRow(grid_index=frame.grid_index, time_ns=frame.time_ns, state=s[STATE_STREAM].payload,
+                        action=s[ACTION_STREAM].payload, state_stamp_ns=s[STATE_STREAM].stamp_ns,
+                        action_stamp_ns=s[ACTION_STREAM].stamp_ns, chunk_stamp_ns=chunk_stamp,
+                        image_stamps_ns=tuple(s[image_stream(k)].stamp_ns for k in self.camera_keys),
+                        chunk_id=chunk_id, chunk_step=chunk_step, stale_input=bool(frame.stale_streams),
+                        intervention=intervention, source="intervention" if intervention else self.source)
 
     def report(self) -> dict[str, Any]:
         streams = {name: dataclasses.asdict(c) for name, c in self.sampler.counts.items()}
@@ -218,7 +238,7 @@ class _Episode:
     def _table_loop(self) -> None:
         spec = self.writer.spec
         schema = finalize.staging_frames_schema(len(spec.joint_names), len(spec.action_names), self.camera_keys)
-        rows: list[tuple] = []
+        rows: list[FrameRow] = []
         last_flush = time.monotonic()
         sink = None
         try:
@@ -253,20 +273,24 @@ class _Episode:
             if sink is not None:
                 sink.close()
 
-    def _batch(self, rows: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
-        cols = list(zip(*rows))
+    def _batch(self, rows: list[FrameRow], schema: pa.Schema) -> pa.RecordBatch:
+        """Rows -> one record batch in finalize.staging_frames_schema's column order."""
         n = len(rows)
-        state = np.concatenate(cols[2]).astype(np.float32)  # (n * J,)
-        action = np.concatenate(cols[3]).astype(np.float32)  # (n * A,)
-        images = list(zip(*cols[7])) if self.camera_keys else []
+        state = np.concatenate([r.state for r in rows]).astype(np.float32)  # (n * J,)
+        action = np.concatenate([r.action for r in rows]).astype(np.float32)  # (n * A,)
+
+        def ints(field: str) -> pa.Array:
+            return pa.array([getattr(r, field) for r in rows], pa.int64())
+
         arrays = [
-            pa.array(cols[0], pa.int64()), pa.array(cols[1], pa.int64()),
+            ints("grid_index"), ints("time_ns"),
             pa.FixedSizeListArray.from_arrays(pa.array(state), len(state) // n),
             pa.FixedSizeListArray.from_arrays(pa.array(action), len(action) // n),
-            pa.array(cols[4], pa.int64()), pa.array(cols[5], pa.int64()), pa.array(cols[6], pa.int64()),
-            *[pa.array(stamps, pa.int64()) for stamps in images],
-            pa.array(cols[8], pa.int64()), pa.array(cols[9], pa.int64()),
-            pa.array(cols[10], pa.bool_()), pa.array(cols[11], pa.bool_()), pa.array(cols[12], pa.string()),
+            ints("state_stamp_ns"), ints("action_stamp_ns"), ints("chunk_stamp_ns"),
+            *[pa.array([r.image_stamps_ns[i] for r in rows], pa.int64()) for i in range(len(self.camera_keys))],
+            ints("chunk_id"), ints("chunk_step"),
+            pa.array([r.stale_input for r in rows], pa.bool_()), pa.array([r.intervention for r in rows], pa.bool_()),
+            pa.array([r.source for r in rows], pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
