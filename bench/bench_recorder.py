@@ -24,8 +24,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vla_ros.config.recorder import RecorderConfig, VideoConfig  # noqa: E402
 from vla_ros.recording import (CameraSpec, DatasetSpec, DatasetWriter, LeRobotDatasetReader,  # noqa: E402
-                               VideoOptions, WriterOptions, validate_dataset)
+                               validate_dataset)
 
 JOINTS = tuple(f"joint_{i}" for i in range(1, 7)) + ("gripper",)
 NS = 1_000_000_000
@@ -48,8 +49,8 @@ def synthetic_frames(count: int, h: int, w: int, seed: int) -> list[np.ndarray]:
 def run(args: argparse.Namespace) -> dict:
     cams = [CameraSpec(f"cam{i}", args.height, args.width) for i in range(args.cameras)]
     spec = DatasetSpec("bench_arm", args.fps, JOINTS, JOINTS, tuple(cams))
-    opts = WriterOptions(queue_size_frames=args.queue_size_frames, min_free_disk_mb=0,
-                         video=VideoOptions(codec=args.codec, preset=args.preset))
+    opts = RecorderConfig(queue_size_frames=args.queue_size_frames, min_free_disk_mb=0,
+                          video=VideoConfig(codec=args.codec, preset=args.preset))
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="bench_recorder_"))
     pools = {c.key: synthetic_frames(30, args.height, args.width, i) for i, c in enumerate(cams)}
     writer = DatasetWriter(root, spec, opts)

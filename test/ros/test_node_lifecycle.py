@@ -19,7 +19,7 @@ from test.ros.sensors import SensorPublisher
 from test.ros.test_policy_node import GoalClient
 from vla_ros.config.recorder import RecorderConfig
 from vla_ros.paths import default_checkpoint_dir
-from vla_ros.recording import DatasetWriter, options_from_config, spec_from_config
+from vla_ros.recording import DatasetWriter, spec_from_config
 from vla_ros_interfaces.action import RunPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def run_installed(node: str, *ros_args: str, timeout_s: float = 120.0) -> subpro
 
 def _dataset_at_30_fps(tmp_path: Path) -> list[str]:
     cfg = RecorderConfig(dataset_root=str(tmp_path / "ds"), fps=30, min_free_disk_mb=0)
-    DatasetWriter(cfg.dataset_root, spec_from_config(cfg), options_from_config(cfg))
+    DatasetWriter(cfg.dataset_root, spec_from_config(cfg), cfg)
     return ["-p", f"dataset_root:={cfg.dataset_root}", "-p", "fps:=15", "-p", "min_free_disk_mb:=0"]
 
 

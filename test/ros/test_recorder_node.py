@@ -25,8 +25,7 @@ from test.unit.test_recording_writer import file_digests
 from vla_ros.config.recorder import DEFAULT_JOINTS, RecorderConfig
 from vla_ros.errors import ObservationError
 from vla_ros.ros import convert
-from vla_ros.recording import (CameraSpec, DatasetSpec, DatasetWriter, LeRobotDatasetReader, WriterOptions,
-                               validate_dataset)
+from vla_ros.recording import CameraSpec, DatasetSpec, DatasetWriter, LeRobotDatasetReader, validate_dataset
 from vla_ros.ros.recorder_node import START_SERVICE, STOP_SERVICE, RecorderNode
 from vla_ros_interfaces.srv import StartEpisode, StopEpisode
 
@@ -201,7 +200,7 @@ def test_pedal_toggle_and_mcap(ros, tmp_path):
 
 def _record_first_episode(root: Path) -> None:
     spec = DatasetSpec("sim_arm", 10, DEFAULT_JOINTS, DEFAULT_JOINTS, (CameraSpec("front", 240, 320),))
-    with DatasetWriter(root, spec, WriterOptions(min_free_disk_mb=0)) as w:
+    with DatasetWriter(root, spec, RecorderConfig(min_free_disk_mb=0)) as w:
         w.start_episode("before the crash", "teleop")
         for i in range(12):
             t = 10**9 * (100 + i) // 10

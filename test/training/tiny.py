@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.recording.spec import CameraSpec, DatasetSpec, WriterOptions
+from vla_ros.config.recorder import RecorderConfig
+from vla_ros.recording.spec import CameraSpec, DatasetSpec
 from vla_ros.recording.writer import DatasetWriter
 from vla_ros.training.config import TrainConfig
 
@@ -50,7 +51,7 @@ def write_dataset(root: Path, episodes: int = 6, frames: int = 24, intervention:
     """
     spec = DatasetSpec(ROBOT_TYPE, FPS, JOINTS, JOINTS, (CameraSpec("front", *IMAGE_HW),))
     period_ns = 1_000_000_000 // FPS
-    with DatasetWriter(root, spec, WriterOptions(min_free_disk_mb=0)) as writer:
+    with DatasetWriter(root, spec, RecorderConfig(min_free_disk_mb=0)) as writer:
         for episode in range(episodes):
             writer.start_episode(TASKS[episode % len(TASKS)], "scripted" if intervention is None else "policy")
             positions = trajectory(episode, frames)

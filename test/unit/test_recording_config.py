@@ -7,7 +7,7 @@ import pytest
 from vla_ros.config.recorder import RecorderConfig
 from vla_ros.config.schema import from_flat, iter_fields
 from vla_ros.errors import ConfigError
-from vla_ros.recording import CameraSpec, DatasetSpec, options_from_config, spec_from_config
+from vla_ros.recording import CameraSpec, DatasetSpec, spec_from_config
 
 
 def test_defaults_are_valid_and_map_to_the_writer():
@@ -15,8 +15,7 @@ def test_defaults_are_valid_and_map_to_the_writer():
     spec = spec_from_config(cfg)
     assert isinstance(spec, DatasetSpec) and spec.fps == 30
     assert [(c.key, c.height_px, c.width_px) for c in spec.cameras] == [("front", 240, 320)]
-    opts = options_from_config(cfg)
-    assert opts.video.codec == "h264" and opts.min_free_disk_mb == 2048 and not opts.record_mcap
+    assert cfg.video.codec == "h264" and cfg.min_free_disk_mb == 2048 and not cfg.record_mcap
     names = {f.name for f in iter_fields(RecorderConfig)}
     assert {"video.codec", "max_skew_s", "queue_size_frames", "toggle_topic", "intervention_topic"} <= names
 
@@ -27,7 +26,7 @@ def test_flat_parameters_build_a_two_camera_config():
                                      "camera_widths_px": [640, 320], "video.codec": "mpeg4", "fps": 15})
     spec = spec_from_config(cfg)
     assert [c.feature for c in spec.cameras] == ["observation.images.top", "observation.images.wrist"]
-    assert options_from_config(cfg).video.codec == "mpeg4"
+    assert cfg.video.codec == "mpeg4"
 
 
 @pytest.mark.parametrize("changes, message", [

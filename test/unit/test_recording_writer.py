@@ -13,8 +13,8 @@ import pytest
 
 from test.conftest import wait_for
 from vla_ros.errors import RecordingError
-from vla_ros.recording import (CameraSpec, DatasetSpec, DatasetWriter, LeRobotDatasetReader, WriterOptions,
-                               validate_dataset)
+from vla_ros.config.recorder import RecorderConfig
+from vla_ros.recording import CameraSpec, DatasetSpec, DatasetWriter, LeRobotDatasetReader, validate_dataset
 from vla_ros.recording.validate import INFO_SCHEMA, check_schema
 from vla_ros.types import ActionChunk
 
@@ -29,9 +29,9 @@ def make_spec(cams: dict[str, tuple[int, int]] = CAMS, fps: int = FPS) -> Datase
     return DatasetSpec("test_arm", fps, JOINTS, JOINTS, tuple(CameraSpec(k, h, w) for k, (h, w) in cams.items()))
 
 
-def options(**kw) -> WriterOptions:
+def options(**kw) -> RecorderConfig:
     kw.setdefault("min_free_disk_mb", 0)
-    return WriterOptions(**kw)
+    return RecorderConfig(**kw)
 
 
 def pixel_value(camera_index: int, frame: int) -> int:
@@ -417,10 +417,10 @@ def test_metadata_validates_against_the_schema_and_lerobot_layout(tmp_path):
 
 @pytest.mark.parametrize("codec", ["mpeg4", "av1"])
 def test_other_codecs_round_trip(tmp_path, codec):
-    from vla_ros.recording import VideoOptions
+    from vla_ros.config.recorder import VideoConfig
 
     cams = {"front": (64, 64)}
-    w = DatasetWriter(tmp_path, make_spec(cams=cams), options(video=VideoOptions(codec=codec, preset="10")))
+    w = DatasetWriter(tmp_path, make_spec(cams=cams), options(video=VideoConfig(codec=codec, preset="10")))
     w.start_episode("pick", "teleop")
     feed(w, 12, cams=cams)
     assert w.stop_episode().frame_count == 12

@@ -41,6 +41,14 @@ class VideoConfig:
         1.0, "Seconds between key frames; also the most video a killed recorder loses [s]",
         range=(0.05, 10.0))
 
+    def __post_init__(self) -> None:  # direct construction (the writer, tests, benches) is checked too
+        if self.codec not in VIDEO_CODECS:
+            raise ConfigError(f"video.codec: {self.codec!r} is not one of {list(VIDEO_CODECS)}")
+        if not 0 <= self.crf <= 63:
+            raise ConfigError(f"video.crf: {self.crf} is outside [0, 63]")
+        if not (math.isfinite(self.keyframe_interval_s) and self.keyframe_interval_s > 0):
+            raise ConfigError(f"video.keyframe_interval_s: must be > 0, got {self.keyframe_interval_s!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RecorderConfig:
@@ -143,6 +151,12 @@ class RecorderConfig:
             raise ConfigError(f"fps: must be >= 1, got {self.fps}")
         if not (math.isfinite(self.max_skew_s) and self.max_skew_s > 0.0):
             raise ConfigError(f"max_skew_s: must be a finite number > 0, got {self.max_skew_s!r}")
+        if not (math.isfinite(self.max_delay_s) and self.max_delay_s >= 0.0):
+            raise ConfigError(f"max_delay_s: must be a finite number >= 0, got {self.max_delay_s!r}")
+        if self.queue_size_frames < 2:
+            raise ConfigError(f"queue_size_frames: must be >= 2, got {self.queue_size_frames}")
+        if self.min_free_disk_mb < 0:
+            raise ConfigError(f"min_free_disk_mb: must be >= 0, got {self.min_free_disk_mb}")
 
     @property
     def subscribed_topics(self) -> list[str]:

@@ -1,13 +1,12 @@
-"""What a dataset holds (DatasetSpec: fixed for the dataset's life) and how a writer behaves
-(WriterOptions: may change between runs)."""
+"""What a dataset holds (DatasetSpec: fixed for the dataset's life). How a writer behaves (skew, delay,
+queue, disk, MCAP, video) is RecorderConfig's, and may change between runs."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 
-from vla_ros.config.recorder import EPISODE_SOURCES, VIDEO_CODECS, RecorderConfig
+from vla_ros.config.recorder import EPISODE_SOURCES, RecorderConfig
 from vla_ros.errors import ConfigError
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -56,55 +55,10 @@ class DatasetSpec:
         raise KeyError(key)
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoOptions:
-    codec: str = "h264"  # one of VIDEO_CODECS
-    crf: int = 23
-    preset: str = "ultrafast"
-    keyframe_interval_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.codec not in VIDEO_CODECS:
-            raise ConfigError(f"VideoOptions.codec: {self.codec!r} is not one of {list(VIDEO_CODECS)}")
-        if not 0 <= self.crf <= 63:
-            raise ConfigError(f"VideoOptions.crf: {self.crf} is outside [0, 63]")
-        if not (math.isfinite(self.keyframe_interval_s) and self.keyframe_interval_s > 0):
-            raise ConfigError(f"VideoOptions.keyframe_interval_s: must be > 0, got {self.keyframe_interval_s!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class WriterOptions:
-    max_skew_s: float = 0.1  # sensor sample older than this at its frame -> frame flagged stale
-    max_delay_s: float = 0.2  # how long (stamp time) a frame waits for a late stream
-    queue_size_frames: int = 60  # frames buffered for the encoders before frames are dropped
-    min_free_disk_mb: int = 2048  # refuse to start below; stop a running episode below half
-    record_mcap: bool = False
-    video: VideoOptions = VideoOptions()
-
-    def __post_init__(self) -> None:
-        for field in ("max_skew_s", "max_delay_s"):
-            value = getattr(self, field)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ConfigError(f"WriterOptions.{field}: must be a finite number >= 0, got {value!r}")
-        if self.max_skew_s <= 0.0:
-            raise ConfigError(f"WriterOptions.max_skew_s: must be > 0, got {self.max_skew_s}")
-        if self.queue_size_frames < 2:
-            raise ConfigError(f"WriterOptions.queue_size_frames: must be >= 2, got {self.queue_size_frames}")
-        if self.min_free_disk_mb < 0:
-            raise ConfigError(f"WriterOptions.min_free_disk_mb: must be >= 0, got {self.min_free_disk_mb}")
-
-
 def spec_from_config(cfg: RecorderConfig) -> DatasetSpec:
     cameras = tuple(CameraSpec(k, h, w) for k, h, w in
                     zip(cfg.camera_keys, cfg.camera_heights_px, cfg.camera_widths_px))
     return DatasetSpec(cfg.robot_type, cfg.fps, cfg.joint_names, cfg.action_names, cameras)
 
 
-def options_from_config(cfg: RecorderConfig) -> WriterOptions:
-    video = VideoOptions(cfg.video.codec, cfg.video.crf, cfg.video.preset, cfg.video.keyframe_interval_s)
-    return WriterOptions(cfg.max_skew_s, cfg.max_delay_s, cfg.queue_size_frames, cfg.min_free_disk_mb,
-                         cfg.record_mcap, video)
-
-
-__all__ = ["EPISODE_SOURCES", "CameraSpec", "DatasetSpec", "VideoOptions", "WriterOptions",
-           "options_from_config", "spec_from_config"]
+__all__ = ["EPISODE_SOURCES", "CameraSpec", "DatasetSpec", "spec_from_config"]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from vla_ros.errors import RecordingError
-from vla_ros.recording.spec import VideoOptions
+from vla_ros.config.recorder import VideoConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _ENCODERS = {"h264": "libx264", "mpeg4": "mpeg4", "av1": "libsvtav1"}
 _FRAGMENTED_FLAGS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 
 
-def _encoder_options(opts: VideoOptions, gop: int) -> dict[str, str]:
+def _encoder_options(opts: VideoConfig, gop: int) -> dict[str, str]:
     if opts.codec == "h264":
         return {"preset": opts.preset, "crf": str(opts.crf), "bf": "0", "g": str(gop)}
     if opts.codec == "av1":
@@ -41,7 +41,7 @@ def _encoder_options(opts: VideoOptions, gop: int) -> dict[str, str]:
 class StreamingVideoWriter:
     """Encodes RGB frames as they come into a fragmented mp4; not thread-safe (one thread per camera)."""
 
-    def __init__(self, path: Path, fps: int, height_px: int, width_px: int, opts: VideoOptions) -> None:
+    def __init__(self, path: Path, fps: int, height_px: int, width_px: int, opts: VideoConfig) -> None:
         self.path = path
         self.height_px, self.width_px = height_px, width_px
         gop = max(1, round(opts.keyframe_interval_s * fps))

@@ -32,7 +32,8 @@ from vla_ros.recording import finalize, layout
 from vla_ros.recording.finalize import DatasetMeta, Unrecoverable
 from vla_ros.recording.mcap_io import McapEpisodeWriter
 from vla_ros.recording.sampler import NS_PER_S, FrameSampler, SampledFrame
-from vla_ros.recording.spec import EPISODE_SOURCES, DatasetSpec, WriterOptions
+from vla_ros.config.recorder import RecorderConfig
+from vla_ros.recording.spec import EPISODE_SOURCES, DatasetSpec
 from vla_ros.recording.video import ImageStats, StreamingVideoWriter
 from vla_ros.types import ActionChunk
 
@@ -397,12 +398,12 @@ class DatasetWriter:
     Thread-safe: add_* may be called from any number of callback threads; start/stop from a service.
     """
 
-    def __init__(self, root: str | Path, spec: DatasetSpec, options: WriterOptions | None = None, *,
+    def __init__(self, root: str | Path, spec: DatasetSpec, options: RecorderConfig | None = None, *,
                  disk_free_bytes: Callable[[Path], int] = _disk_free_bytes,
                  mcap_search_prefixes: list[Path] | None = None) -> None:
         self.root = Path(root).expanduser()
         self.spec = spec
-        self.options = options or WriterOptions()
+        self.options = options or RecorderConfig()  # its writer fields: skew, delay, queue, disk, MCAP, video
         self.mcap_search_prefixes = mcap_search_prefixes
         self._disk_free_bytes = disk_free_bytes
         self._lock = threading.RLock()

@@ -32,7 +32,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.config.recorder import RecorderConfig
 from vla_ros.errors import ChunkError, ObservationError, RecordingError
-from vla_ros.recording import DatasetWriter, EpisodeSummary, options_from_config, spec_from_config
+from vla_ros.recording import DatasetWriter, EpisodeSummary, spec_from_config
 from vla_ros.ros import convert
 from vla_ros.ros.executor import MultiThreadedExecutor
 from vla_ros.ros.params import ParamBinding
@@ -56,7 +56,7 @@ class RecorderNode(Node):
         super().__init__("recorder_node", **node_kwargs)
         self._params = ParamBinding(self, config or RecorderConfig())
         cfg = self._params.current
-        self._writer = DatasetWriter(cfg.dataset_root, spec_from_config(cfg), options_from_config(cfg))
+        self._writer = DatasetWriter(cfg.dataset_root, spec_from_config(cfg), cfg)
         for report in self._writer.recovery_reports:
             text = f"{report.outcome} {report.staging_dir}: {report.detail}"
             if report.outcome == "quarantined":
