@@ -381,8 +381,8 @@ def provider_session(path: str | Path, providers: Sequence[tuple[str, dict[str, 
     if threads is not None:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: constant-folding notes are noise here
-    # Idle pool threads sleep instead of spinning: beside a robot's other processes a spinning pool stole the
-    # cores they needed (demo on 2 busy cores: chunk p50 49 ms spinning vs 19 ms for torch).
+    # Idle pool threads sleep instead of spinning: a policy shares its cores with the robot's other processes
+    # (on the 2 shared cores here a spinning pool was up to 2x slower per chunk).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     names = [name for name, _ in providers]
     try:
