@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+import transformers
 from torch import nn
 
 from vla_ros.errors import ConfigError
@@ -48,8 +49,6 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
 STEP_INPUTS = ("input_ids", "prompt_valid", "vla_pixels", "expert_pixels", "state")  # ModelInputs fields fed
 STEP_OUTPUTS = ("actions", "kept_patch_index")
-# Bump when the exported graph of an unchanged checkpoint changes (model code, export code): old caches rebuild.
-EXPORT_VERSION = 1
 CACHE_ENV = "VLA_ROS_ONNX_CACHE"  # set: exports go under this directory instead of beside the checkpoint
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
@@ -246,8 +245,8 @@ def file_sha256(path: Path) -> str:
 class StepCache:
     """Exported steps of one checkpoint on disk: <root>/<StepShape.name>/{model.onnx, meta.json}.
 
-    An entry is used only if its meta.json records the checkpoint's current fingerprint (sha256 of config.json
-    and model.safetensors, exporter versions); otherwise it is rebuilt. Entries appear whole (exported into a
+    An entry is used only if its meta.json records the current fingerprint (sha256 of config.json and
+    model.safetensors, of the model code, library versions); otherwise it is rebuilt. Entries appear whole (exported into a
     temporary directory, then renamed), so a crash or a concurrent start never leaves a half-written one.
     """
 
@@ -262,8 +261,9 @@ class StepCache:
         if self._fingerprint is None:
             self._fingerprint = {
                 "config_sha256": file_sha256(self.checkpoint_dir / CONFIG_FILE),
-                "weights_sha256": self._weights_sha256(), "export_version": EXPORT_VERSION, "opset": OPSET,
-                "torch": torch.__version__, "onnx": _onnx_version()}
+                "weights_sha256": self._weights_sha256(), "model_code_sha256": _model_code_sha256(),
+                "opset": OPSET, "torch": torch.__version__, "transformers": transformers.__version__,
+                "onnx": _onnx_version()}
         return self._fingerprint
 
     def _weights_sha256(self) -> str:
@@ -317,6 +317,14 @@ class StepCache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return entry / MODEL_FILE
+
+
+def _model_code_sha256() -> str:
+    """The exported graph is whatever vla_ros/model's code traces: any edit there rebuilds the cache."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
