@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from bench.bench_model import observation, summary  # noqa: E402
 from vla_ros.model.checkpoint import create_random_checkpoint  # noqa: E402
 from vla_ros.model.configuration import DeepVisionConfig  # noqa: E402
-from vla_ros.model.onnx_export import CACHE_ENV  # noqa: E402
 from vla_ros.model.onnx_policy import OnnxPolicy  # noqa: E402
 from vla_ros.model.policy import build_policy  # noqa: E402
 from vla_ros.paths import default_checkpoint_dir  # noqa: E402
@@ -44,24 +43,24 @@ VARIANTS = ("torch_eager", "torch_fast", "onnxruntime")
 THREADS: int | None = None  # --threads: both torch and ONNX Runtime; None: each library's default
 
 
-def build(variant: str, checkpoint: Path, device: str):
+def build(variant: str, checkpoint: Path, device: str, cache: Path):
     if variant == "onnxruntime":
-        return OnnxPolicy(checkpoint, device=device, threads=THREADS)
+        return OnnxPolicy(checkpoint, device=device, threads=THREADS, cache_root=cache)
     return build_policy(checkpoint, device=device, backend="torch", fast_inference=variant == "torch_fast")
 
 
-def timed_build(variant: str, checkpoint: Path, device: str):
+def timed_build(variant: str, checkpoint: Path, device: str, cache: Path):
     start = time.perf_counter()
-    policy = build(variant, checkpoint, device)
+    policy = build(variant, checkpoint, device, cache)
     return policy, time.perf_counter() - start
 
 
 def bench_case(name: str, checkpoint: Path, device: str, iters: int, warmup: int, cache: Path) -> dict:
-    os.environ[CACHE_ENV] = str(cache / f"{name}_{device}")  # a fresh cache: the first ORT build exports
+    cache = cache / f"{name}_{device}"  # empty: the first ONNX Runtime build exports, the second reads the cache
     policies, ready_s = {}, {}
     for variant in VARIANTS:
-        policies[variant], ready_s[variant] = timed_build(variant, checkpoint, device)
-    _, ready_s["onnxruntime_cached"] = timed_build("onnxruntime", checkpoint, device)
+        policies[variant], ready_s[variant] = timed_build(variant, checkpoint, device, cache)
+    _, ready_s["onnxruntime_cached"] = timed_build("onnxruntime", checkpoint, device, cache)
     obs = observation(policies["torch_eager"].model.config, instruction="pour the cup into the bowl")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 

@@ -253,7 +253,10 @@ class StepCache:
     def __init__(self, checkpoint_dir: str | Path, root: Path | None = None) -> None:
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
         self.root, self.location = (root, "given") if root is not None else cache_root(self.checkpoint_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"ONNX export cache {self.root} ({self.location}) cannot be created: {err}") from err
         self._fingerprint: dict[str, object] | None = None
 
     @property
