@@ -33,31 +33,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from bench.bench_model import observation, summary  # noqa: E402
 from vla_ros.model.checkpoint import create_random_checkpoint  # noqa: E402
 from vla_ros.model.configuration import DeepVisionConfig  # noqa: E402
-from vla_ros.model.onnx_export import CACHE_ENV  # noqa: E402
+from vla_ros.model.onnx_policy import OnnxPolicy  # noqa: E402
 from vla_ros.model.policy import build_policy  # noqa: E402
 from vla_ros.paths import default_checkpoint_dir  # noqa: E402
 
 VARIANTS = ("torch_eager", "torch_fast", "onnxruntime")
 
 
-def build(variant: str, checkpoint: Path, device: str):
+THREADS: int | None = None  # --threads: both torch and ONNX Runtime; None: each library's default
+
+
+def build(variant: str, checkpoint: Path, device: str, cache: Path):
     if variant == "onnxruntime":
-        return build_policy(checkpoint, device=device, backend="onnxruntime")
+        return OnnxPolicy(checkpoint, device=device, threads=THREADS, cache_root=cache)
     return build_policy(checkpoint, device=device, backend="torch", fast_inference=variant == "torch_fast")
 
 
-def timed_build(variant: str, checkpoint: Path, device: str):
+def timed_build(variant: str, checkpoint: Path, device: str, cache: Path):
     start = time.perf_counter()
-    policy = build(variant, checkpoint, device)
+    policy = build(variant, checkpoint, device, cache)
     return policy, time.perf_counter() - start
 
 
 def bench_case(name: str, checkpoint: Path, device: str, iters: int, warmup: int, cache: Path) -> dict:
-    os.environ[CACHE_ENV] = str(cache / f"{name}_{device}")  # a fresh cache: the first ORT build exports
+    cache = cache / f"{name}_{device}"  # empty: the first ONNX Runtime build exports, the second reads the cache
     policies, ready_s = {}, {}
     for variant in VARIANTS:
-        policies[variant], ready_s[variant] = timed_build(variant, checkpoint, device)
-    _, ready_s["onnxruntime_cached"] = timed_build("onnxruntime", checkpoint, device)
+        policies[variant], ready_s[variant] = timed_build(variant, checkpoint, device, cache)
+    _, ready_s["onnxruntime_cached"] = timed_build("onnxruntime", checkpoint, device, cache)
     obs = observation(policies["torch_eager"].model.config, instruction="pour the cup into the bowl")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -106,9 +109,9 @@ def plot(results: list[dict], path: Path) -> None:
             labels.append(f"{r['case']} {r['device']} {variant}")
             data.append(r["_raw_ms"][variant])
             colors.append(palette[variant])
-            ax.annotate(f"p50 {stats['p50_ms']:.1f}  p99 {stats['p99_ms']:.1f} ms", (stats["p50_ms"], len(data)),
-                        xytext=(4, 6), textcoords="offset points", fontsize=7)
-    parts = ax.boxplot(data, vert=False, showfliers=False, patch_artist=True, tick_labels=labels,
+            ax.annotate(f"p50 {stats['p50_ms']:.1f}, p99 {stats['p99_ms']:.1f} ms", (stats["p99_ms"], len(data)),
+                        xytext=(6, -3), textcoords="offset points", fontsize=7)
+    parts = ax.boxplot(data, orientation="horizontal", showfliers=False, patch_artist=True, tick_labels=labels,
                        whis=(1, 99))
     for patch, color in zip(parts["boxes"], colors):
         patch.set_facecolor(color)
@@ -125,8 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("bench/results/backends.json"))
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (ONNX Runtime: its default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of torch and ONNX Runtime (default: each library's own)")
     args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "created_unix_s": time.time(), "python": platform.python_version(), "torch": torch.__version__,
         "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers(),
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "ort_threads": THREADS or "default", "cpu_count": os.cpu_count(),
         "load_average_before_after": [load_before, os.getloadavg()],
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "iters": args.iters, "warmup": args.warmup,

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from vla_ros.apps.evaluate import main as evaluate_main
 from vla_ros.apps.evaluate import random_weights_checkpoint
 from vla_ros.model.checkpoint import NORM_STATS_FILE, WEIGHTS_FILE, load_config
+from vla_ros.model.onnx_export import CACHE_ENV
 from vla_ros.paths import default_checkpoint_dir
 
 
@@ -27,14 +28,21 @@ def test_random_weights_keep_the_interface_and_change_the_weights(tmp_path) -> N
     assert all(not torch.equal(trained[k], random[k]) for k in matrices), "a weight matrix kept its trained values"
 
 
-def test_short_evaluation_writes_metrics_and_plot(tmp_path) -> None:
+def test_short_evaluation_writes_metrics_and_plot(tmp_path, monkeypatch) -> None:
+    """On the onnxruntime backend (test_closed_loop drives the torch one through the same SimSession): the
+    evaluation passes --backend to policy_node and records what served the episodes."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "onnx"))  # the node process inherits it: the repo stays clean
     out = tmp_path / "eval"
     code = evaluate_main(["--tasks", "pour", "--episodes", "1", "--time-limit-s", "3", "--output", str(out),
-                          "--device", "cpu", "--frames-per-episode", "2", "--seed0", "1000"])
+                          "--device", "cpu", "--frames-per-episode", "2", "--seed0", "1000",
+                          "--backend", "onnxruntime"])
     assert psutil.Process().children(recursive=True) == [], "node processes were left running"
     assert code == 0
     result = json.loads((out / "evaluation.json").read_text())
     assert result["checkpoint"] == str(default_checkpoint_dir().resolve()) and not result["random_weights"]
+    assert result["inference_backend"] == "onnxruntime"
+    assert result["policy_info"]["backend"] == "onnxruntime"
+    assert result["policy_info"]["provider"] == "CPUExecutionProvider"
     pour = result["summary"]["pour"]
     assert pour["episodes"] == 1 and 0.0 <= pour["success_rate"] <= 1.0
     assert pour["episode_length_s"]["mean"] >= 3.0

@@ -31,7 +31,8 @@ class PolicyNodeConfig:
         "torch", "What runs the model: torch (eager, or the static forward of fast_inference) or onnxruntime (the "
                  "whole step exported to ONNX once per checkpoint and input shape, cached beside the checkpoint or, "
                  "if that is read-only, in ~/.cache/vla_ros/onnx; providers TensorRT -> CUDA -> CPU as installed "
-                 "and allowed by device). A session that cannot be built stops the node with the reason.",
+                 "and allowed by device; fast_inference does not apply). A session that cannot be built stops "
+                 "the node with the reason. docs/onnxruntime.md",
         choices=("torch", "onnxruntime"))
     joint_names: tuple[str, ...] = param(DEFAULT_JOINTS, "Robot joints in the policy's state order; "
                                          "matched by name in /joint_states.")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+import transformers
 from torch import nn
 
 from vla_ros.errors import ConfigError
@@ -48,8 +49,6 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
 STEP_INPUTS = ("input_ids", "prompt_valid", "vla_pixels", "expert_pixels", "state")  # ModelInputs fields fed
 STEP_OUTPUTS = ("actions", "kept_patch_index")
-# Bump when the exported graph of an unchanged checkpoint changes (model code, export code): old caches rebuild.
-EXPORT_VERSION = 1
 CACHE_ENV = "VLA_ROS_ONNX_CACHE"  # set: exports go under this directory instead of beside the checkpoint
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
@@ -246,15 +245,18 @@ def file_sha256(path: Path) -> str:
 class StepCache:
     """Exported steps of one checkpoint on disk: <root>/<StepShape.name>/{model.onnx, meta.json}.
 
-    An entry is used only if its meta.json records the checkpoint's current fingerprint (sha256 of config.json
-    and model.safetensors, exporter versions); otherwise it is rebuilt. Entries appear whole (exported into a
+    An entry is used only if its meta.json records the current fingerprint (sha256 of config.json and
+    model.safetensors, of the model code, library versions); otherwise it is rebuilt. Entries appear whole (exported into a
     temporary directory, then renamed), so a crash or a concurrent start never leaves a half-written one.
     """
 
     def __init__(self, checkpoint_dir: str | Path, root: Path | None = None) -> None:
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
         self.root, self.location = (root, "given") if root is not None else cache_root(self.checkpoint_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"ONNX export cache {self.root} ({self.location}) cannot be created: {err}") from err
         self._fingerprint: dict[str, object] | None = None
 
     @property
@@ -262,8 +264,9 @@ class StepCache:
         if self._fingerprint is None:
             self._fingerprint = {
                 "config_sha256": file_sha256(self.checkpoint_dir / CONFIG_FILE),
-                "weights_sha256": self._weights_sha256(), "export_version": EXPORT_VERSION, "opset": OPSET,
-                "torch": torch.__version__, "onnx": _onnx_version()}
+                "weights_sha256": self._weights_sha256(), "model_code_sha256": _model_code_sha256(),
+                "opset": OPSET, "torch": torch.__version__, "transformers": transformers.__version__,
+                "onnx": _onnx_version()}
         return self._fingerprint
 
     def _weights_sha256(self) -> str:
@@ -317,6 +320,14 @@ class StepCache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return entry / MODEL_FILE
+
+
+def _model_code_sha256() -> str:
+    """The exported graph is whatever vla_ros/model's code traces: any edit there rebuilds the cache."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -381,8 +392,8 @@ def provider_session(path: str | Path, providers: Sequence[tuple[str, dict[str, 
     if threads is not None:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: constant-folding notes are noise here
-    # Idle pool threads sleep instead of spinning: beside a robot's other processes a spinning pool stole the
-    # cores they needed (demo on 2 busy cores: chunk p50 49 ms spinning vs 19 ms for torch).
+    # Idle pool threads sleep instead of spinning: a policy shares its cores with the robot's other processes
+    # (on the 2 shared cores here a spinning pool was up to 2x slower per chunk).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     names = [name for name, _ in providers]
     try:
