@@ -164,6 +164,8 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
                  joint_count: int, action_count: int, recovered: bool) -> CommitResult:
     """Write the episode's final files under staging/commit/ and the COMMIT marker; updates `meta`.
 
+    Steps: the frames every stream holds (table and videos agree), the frame table, the episode's stats,
+    its metadata row, the dataset's new meta files, then everything fsynced and the marker last.
     Raises Unrecoverable when no frame survives (nothing is committed then).
     """
     episode = layout.read_json(staging / EPISODE_JSON)
@@ -176,8 +178,43 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
     row_grid = rows.column("grid_index").to_pylist()
     if not row_grid:
         raise Unrecoverable("no complete frame row was written")
-
     episode_index = int(meta.info["total_episodes"])
+    kept = _final_videos(staging, commit, episode_index, row_grid, fps, camera_keys, recovered)
+    n = len(kept)
+    rows = rows.slice(0, n)
+    task = episode["task"]
+    task_index = meta.tasks.get(task, len(meta.tasks))
+    from_index = int(meta.info["total_frames"])
+    table = _write_frame_table(commit, rows, schema, kept, episode_index, task_index, from_index, fps)
+    ep_stats = _episode_stats(staging, commit, table, episode_index, fps, camera_keys, joint_count, action_count,
+                              recovered)
+
+    report = layout.read_json(staging / REPORT_JSON) if (staging / REPORT_JSON).exists() else {}
+    warnings = list(episode.get("warnings", []))
+    mcap_rel, mcap_kept = _commit_mcap(staging, commit, episode_index, recovered)
+    if recovered:
+        report, more = _recovered_report(report, n, len(row_grid), mcap_kept)
+        warnings += more
+    duration_s = (kept[-1] + 1) / fps
+    row = _episode_row(episode, episode_index, task, n, from_index, duration_s, camera_keys, recovered,
+                       int(rows.column(layout.FRAME_TIME_NS)[0].as_py()), mcap_rel, report, warnings, ep_stats)
+    meta_dst = commit / layout.episodes_path(episode_index)
+    meta_dst.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row]), meta_dst)
+    new_info, new_tasks, new_stats = _write_dataset_meta(commit, meta, task, task_index, episode_index,
+                                                         from_index + n, ep_stats)
+    _write_marker(staging, commit, {"episode_index": episode_index, "length": n, "mcap_messages": mcap_kept})
+    meta.info, meta.tasks, meta.stats = new_info, new_tasks, new_stats
+    return CommitResult(episode_index, n, duration_s, tuple(warnings), mcap_rel, report)
+
+
+def _final_videos(staging: Path, commit: Path, episode_index: int, row_grid: list[int], fps: int,
+                  camera_keys: list[str], recovered: bool) -> list[int]:
+    """Finalise every camera's video under commit/ and return the grid indices every stream holds.
+
+    Streams may end at different frames (a kill stops them mid-write): all are cut to the common end.
+    Anything but a common prefix (a gap inside the episode) is Unrecoverable.
+    """
     videos: dict[str, FinalVideo] = {}
     for key in camera_keys:
         src = staging / video_file(key)
@@ -189,7 +226,6 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
             videos[key] = finalize_video(src, dst, fps, verify=recovered)
         except RecordingError as err:
             raise Unrecoverable(f"camera {key}: {err}") from err
-
     kept_set = set(row_grid)
     for v in videos.values():
         kept_set &= set(v.grid_indices)
@@ -203,14 +239,14 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
             raise Unrecoverable(f"camera {key}: video frames disagree with the frame table")
         if v.frames > len(kept):  # this camera got further than the others: cut it to the common end
             dst = commit / layout.video_path(episode_index, f"observation.images.{key}")
-            videos[key] = finalize_video(staging / video_file(key), dst, fps, max_grid_index=kept[-1],
-                                         verify=recovered)
-    n = len(kept)
-    rows = rows.slice(0, n)
+            finalize_video(staging / video_file(key), dst, fps, max_grid_index=kept[-1], verify=recovered)
+    return kept
 
-    task = episode["task"]
-    task_index = meta.tasks.get(task, len(meta.tasks))
-    from_index = int(meta.info["total_frames"])
+
+def _write_frame_table(commit: Path, rows: pa.Table, schema: pa.Schema, kept: list[int], episode_index: int,
+                       task_index: int, from_index: int, fps: int) -> pa.Table:
+    """The episode's LeRobot frame table (dataset indices assigned now), written under commit/."""
+    n = len(kept)
     grid = np.asarray(kept, np.int64)
     frame_index = np.arange(n, dtype=np.int64)
     timestamp = (grid / fps).astype(np.float32)
@@ -230,7 +266,13 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
     data_dst = commit / layout.data_path(episode_index)
     data_dst.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, data_dst, row_group_size=max(1, 10 * fps * 60), compression="snappy")
+    return table
 
+
+def _episode_stats(staging: Path, commit: Path, table: pa.Table, episode_index: int, fps: int,
+                   camera_keys: list[str], joint_count: int, action_count: int, recovered: bool) -> dict[str, Any]:
+    """Per-feature stats of the kept frames; image stats recomputed from the videos after a crash."""
+    n = table.num_rows
     ep_stats = {}
     state = np.asarray(table.column(layout.STATE).combine_chunks().flatten()).reshape(n, joint_count)
     action = np.asarray(table.column(layout.ACTION).combine_chunks().flatten()).reshape(n, action_count)
@@ -247,16 +289,14 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
                 acc.add(image)
             image_stats = acc.result()
         ep_stats[f"observation.images.{key}"] = image_stats
+    return ep_stats
 
-    report = layout.read_json(staging / REPORT_JSON) if (staging / REPORT_JSON).exists() else {}
-    warnings = list(episode.get("warnings", []))
-    mcap_rel, mcap_kept = _commit_mcap(staging, commit, episode_index, recovered)
-    if recovered:
-        report, more = _recovered_report(report, n, len(row_grid), mcap_kept)
-        warnings += more
 
+def _episode_row(episode: dict[str, Any], episode_index: int, task: str, n: int, from_index: int,
+                 duration_s: float, camera_keys: list[str], recovered: bool, start_time_ns: int, mcap_rel: str,
+                 report: dict[str, Any], warnings: list[str], ep_stats: dict[str, Any]) -> dict[str, Any]:
+    """The episode's row of meta/episodes (LeRobot v3 columns, then vla_ros's own)."""
     chunk_index, file_index = layout.chunk_file(episode_index)
-    duration_s = (kept[-1] + 1) / fps
     row: dict[str, Any] = {
         "episode_index": episode_index,
         "tasks": [task],
@@ -280,7 +320,7 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
         "notes": episode.get("notes", ""),
         "stop_reason": "recovered" if recovered else episode.get("stop_reason", "requested"),
         "recovered": recovered,
-        "start_time_ns": int(rows.column(layout.FRAME_TIME_NS)[0].as_py()),
+        "start_time_ns": start_time_ns,
         "video_codec": episode.get("video_codec", ""),
         "mcap_path": mcap_rel,
         "vla_ros/report": json.dumps({**report, "warnings": warnings}),
@@ -288,16 +328,18 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
     for feature, st in ep_stats.items():
         for stat, value in st.items():
             row[f"stats/{feature}/{stat}"] = value
-    meta_dst = commit / layout.episodes_path(episode_index)
-    meta_dst.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([row]), meta_dst)
+    return row
 
+
+def _write_dataset_meta(commit: Path, meta: DatasetMeta, task: str, task_index: int, episode_index: int,
+                        total_frames: int, ep_stats: dict[str, Any]) -> tuple[dict, dict[str, int], dict]:
+    """info.json, stats.json and (for a new task) tasks.parquet as they are with this episode added."""
     new_tasks = dict(meta.tasks)
     new_tasks.setdefault(task, task_index)
     new_stats = aggregate([meta.stats, ep_stats]) if meta.stats else aggregate([ep_stats])
     new_info = json.loads(json.dumps(meta.info))
     new_info["total_episodes"] = episode_index + 1
-    new_info["total_frames"] = from_index + n
+    new_info["total_frames"] = total_frames
     new_info["total_tasks"] = len(new_tasks)
     new_info["splits"] = {"train": f"0:{episode_index + 1}"}
     if task not in meta.tasks:
@@ -306,23 +348,25 @@ def build_commit(staging: Path, meta: DatasetMeta, *, fps: int, camera_keys: lis
         json.dump(new_stats, f)
     with open(commit / layout.INFO_PATH, "w") as f:
         json.dump(new_info, f, indent=2)
+    return new_info, new_tasks, new_stats
 
+
+def _write_marker(staging: Path, commit: Path, marker: dict[str, Any]) -> None:
+    """fsync every file under commit/ (info.json last: it publishes the episode), then the COMMIT marker."""
     order = [str(p.relative_to(commit)) for p in sorted(commit.rglob("*")) if p.is_file()]
-    order.sort(key=lambda rel: rel == layout.INFO_PATH)  # info.json last: it publishes the episode
+    order.sort(key=lambda rel: rel == layout.INFO_PATH)
     for rel in order:
         fileio.fsync_path(commit / rel)
     for d in {(commit / rel).parent for rel in order}:
         fileio.fsync_path(d)
-    marker = {"episode_index": episode_index, "files": order, "length": n, "mcap_messages": mcap_kept}
     tmp = staging / (COMMIT_MARKER + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(marker, f)
+        json.dump({"episode_index": marker["episode_index"], "files": order, "length": marker["length"],
+                   "mcap_messages": marker["mcap_messages"]}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, staging / COMMIT_MARKER)
     fileio.fsync_path(staging)
-    meta.info, meta.tasks, meta.stats = new_info, new_tasks, new_stats
-    return CommitResult(episode_index, n, duration_s, tuple(warnings), mcap_rel, report)
 
 
 def _commit_mcap(staging: Path, commit: Path, episode_index: int, recovered: bool) -> tuple[str, int | None]:
