@@ -154,13 +154,13 @@ def fsdp_units(model: DeepVisionVLA) -> list[list[nn.Module]]:
     units += [_owners(layer) for layer in layers[: len(layers) - num_coupled]]
     for j in range(num_coupled):
         llm_layer, expert_layer, pair = layers[len(layers) - num_coupled + j], expert_layers[coupled[j]], model.pairs[j]
-        unused: set[nn.Module] = set()
+        unused: list[nn.Module] = []
         if pair.align_q is None:  # the last pair never updates the expert stream: most of its layer never runs
             used = {expert_layer.norm1, expert_layer.attention.k_proj, expert_layer.attention.v_proj}
-            unused = set(_owners(expert_layer)) - used
-        units.append([pair, *_owners(llm_layer), *_owners(expert_layer, skip=unused)])
+            unused = [m for m in _owners(expert_layer) if m not in used]  # module order: the same on every rank
+        units.append([pair, *_owners(llm_layer), *_owners(expert_layer, skip=set(unused))])
         if unused:
-            units.append(sorted(unused, key=lambda m: id(m)))  # its own unit: stays sharded, never gathered
+            units.append(unused)  # its own unit: stays sharded, never gathered
     return units
 
 
@@ -235,7 +235,10 @@ def load_sharded(objective: nn.Module, optimizer: torch.optim.Optimizer, directo
 
 def full_model_state(objective: nn.Module) -> dict[str, torch.Tensor]:
     """Collective: the whole fp32 model state dict on rank 0 (CPU), empty elsewhere."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
 
     state = get_model_state_dict(objective, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     prefix = "model."
@@ -247,7 +250,10 @@ def materialize_from_rank0(objective: nn.Module, full_state: dict[str, torch.Ten
     state (others pass {}); rank 0's buffers too (non-persistent ones, such as RoPE tables, are in no state
     dict, and to_empty leaves them uninitialised)."""
     import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+    )
 
     buffers = {name: buffer.detach().clone() for name, buffer in objective.named_buffers()} if full_state else {}
     objective.to_empty(device=device)

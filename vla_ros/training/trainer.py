@@ -251,9 +251,10 @@ class Trainer:
             except Exception as err:
                 raise CheckpointError(f"{path} is not readable: {err}") from err
             expected = set(strategies.trainable_state(self.objective))
-            if set(state) != expected:
-                raise CheckpointError(f"{path} does not fit this run's adapters: missing "
-                                      f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            if missing or unexpected:
+                raise CheckpointError(f"{path} does not fit this run's adapters: missing {missing[:5]}, "
+                                      f"unexpected {unexpected[:5]}")
             self.objective.load_state_dict(state, strict=False)
             return
         try:
