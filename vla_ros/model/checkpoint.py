@@ -40,13 +40,17 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(model: DeepVisionVLA, norm_stats: NormStats, tokenizer: PreTrainedTokenizerBase,
-                    path: str | Path) -> Path:
-    """Write a complete checkpoint directory (created if needed); returns its path."""
+                    path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a complete checkpoint directory (created if needed); returns its path.
+
+    state_dict: the weights to write instead of model.state_dict() (a consolidated FSDP state, merged LoRA).
+    """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     DeepVisionProcessor(model.config, tokenizer, norm_stats)  # refuse to write a checkpoint that cannot load
     model.config.save_json(root / CONFIG_FILE)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    state = {name: tensor.detach().contiguous().cpu()
+             for name, tensor in (model.state_dict() if state_dict is None else state_dict).items()}
     save_file(state, root / WEIGHTS_FILE, metadata={"format": "pt"})
     norm_stats.save(root / NORM_STATS_FILE)
     tokenizer.save_pretrained(root)
@@ -101,6 +105,11 @@ def load_config(root: Path) -> DeepVisionConfig:
         return DeepVisionConfig.load_json(path)
     except (json.JSONDecodeError, ConfigError, TypeError) as err:
         raise CheckpointError(f"{path} is not a valid DeepVisionConfig: {err}") from err
+
+
+def load_checkpoint_tokenizer(root: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a checkpoint directory."""
+    return _load_tokenizer(root)
 
 
 def _load_tokenizer(root: Path) -> PreTrainedTokenizerBase:

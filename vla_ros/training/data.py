@@ -174,6 +174,12 @@ def _interface(sources: list[_Source], camera_names: Sequence[str], image_size_p
                             size)
 
 
+def read_interface(roots: Sequence[str], camera_names: Sequence[str] = (),
+                   image_size_px: tuple[int, int] | None = None) -> DatasetInterface:
+    """The robot interface from the datasets' metadata only (no episode is read)."""
+    return _interface([_Source(r) for r in roots], camera_names, image_size_px)
+
+
 class ChunkDataset(Dataset):
     """Samples: one per frame of every usable episode (with source_filter: per frame of those sources).
 

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
-from vla_ros.model.checkpoint import load_checkpoint, load_config
+from vla_ros.model.checkpoint import load_checkpoint, load_checkpoint_tokenizer, load_config
 from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
 from vla_ros.model.processing import build_byte_tokenizer
@@ -77,14 +77,27 @@ def model_config(config: TrainConfig, interface: DatasetInterface) -> DeepVision
     return dataclasses.replace(base, robot=robot, pruning=pruning, head=head)
 
 
-def initial_model(config: TrainConfig, model_cfg: DeepVisionConfig) -> tuple[DeepVisionVLA, PreTrainedTokenizerBase]:
-    """Weights and tokenizer at step 0 (fp32). Call under a fixed torch seed: new modules are random."""
+def initial_model(config: TrainConfig, model_cfg: DeepVisionConfig, base_dtype: torch.dtype = torch.float32,
+                  meta: bool = False) -> tuple[DeepVisionVLA, PreTrainedTokenizerBase]:
+    """Weights and tokenizer at step 0 (fp32; Hugging Face base weights in base_dtype). Call under a fixed torch
+    seed: new modules are random. meta: the module tree only, no weights (FSDP ranks that receive rank 0's)."""
+    if meta:
+        with torch.device("meta"):
+            model = DeepVisionVLA(model_cfg)
+        source = Path(config.init_checkpoint) if config.init_checkpoint else None
+        if source is not None:
+            tokenizer = load_checkpoint_tokenizer(source)
+        elif model_cfg.vlm.base_weights_dir:
+            tokenizer = backbones.load_qwen_tokenizer(model_cfg.vlm)
+        else:
+            tokenizer = build_byte_tokenizer(model_cfg.vlm.tokens)
+        return model, tokenizer
     if config.init_checkpoint:
         return _from_checkpoint(Path(config.init_checkpoint), model_cfg)
     vlm_dir = model_cfg.vlm.base_weights_dir
     expert_dir = model_cfg.expert.base_weights_dir if model_cfg.expert is not None else None
-    vlm = backbones.load_qwen_vl(model_cfg.vlm, torch.float32) if vlm_dir else None
-    expert = backbones.load_dinov3(model_cfg.expert, torch.float32) if expert_dir else None
+    vlm = backbones.load_qwen_vl(model_cfg.vlm, base_dtype) if vlm_dir else None
+    expert = backbones.load_dinov3(model_cfg.expert, base_dtype) if expert_dir else None
     if not vlm_dir:
         log.warning("no --vlm-dir: Qwen3-VL starts from random weights")
     if model_cfg.expert is not None and not expert_dir:

@@ -24,7 +24,6 @@ How each line is derived (per GPU):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -37,12 +36,13 @@ import torch
 from torch import nn
 
 from vla_ros.errors import ConfigError, VlaRosError
-from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
+from vla_ros.model.checkpoint import placeholder_norm_stats
+from vla_ros.model.configuration import DeepVisionConfig
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
-from vla_ros.model.normalization import FeatureStats, NormStats
 from vla_ros.model.processing import DeepVisionProcessor, build_byte_tokenizer
 from vla_ros.training import strategy as strategies
 from vla_ros.training.config import TrainConfig
+from vla_ros.training.optim import group_of, peak_lrs
 
 GIB = 1 << 30
 RESERVE_FRACTION = 0.10
@@ -104,13 +104,6 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def placeholder_stats(config: DeepVisionConfig) -> NormStats:
-    def unit(dim: int) -> FeatureStats:
-        import numpy as np
-        return FeatureStats(q01=-np.ones(dim), q99=np.ones(dim), mean=np.zeros(dim), std=np.ones(dim))
-    return NormStats(action=unit(config.robot.action_dim), state=unit(config.robot.state_dim))
-
-
 def build_meta_model(model_cfg: DeepVisionConfig, config: TrainConfig) -> DeepVisionVLA:
     """The run's model on the meta device with its strategy applied (frozen parts, adapters)."""
     with torch.device("meta"):
@@ -119,9 +112,7 @@ def build_meta_model(model_cfg: DeepVisionConfig, config: TrainConfig) -> DeepVi
         if config.strategy == "lora":
             strategies.apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout,
                                   config.lora_targets, config.freeze_vision_tower, config.freeze_expert_shallow)
-    lrs = {"vlm": config.lr_vlm, "expert": config.lr_expert, "new": config.lr_new, "head": config.lr_head,
-           "lora": config.lr_lora}
-    from vla_ros.training.optim import group_of
+    lrs = peak_lrs(config)
     for name, parameter in model.named_parameters():  # a learning rate of 0 freezes its group (optim.py)
         if lrs[group_of("model." + name)] == 0.0:
             parameter.requires_grad_(False)
@@ -174,7 +165,7 @@ def activation_bytes(model: DeepVisionVLA, batch_size: int, compute_dtype: torch
                      checkpointing: bool) -> int:
     """Saved-for-backward bytes of one training forward at `batch_size`, on the meta device."""
     cfg = model.config
-    processor = DeepVisionProcessor(cfg, build_byte_tokenizer(cfg.vlm.tokens), placeholder_stats(cfg))
+    processor = DeepVisionProcessor(cfg, build_byte_tokenizer(cfg.vlm.tokens), placeholder_norm_stats(cfg))
     robot = cfg.robot
     frames = torch.zeros((batch_size, len(robot.camera_names), *robot.camera_image_size_px, 3), dtype=torch.uint8,
                          device="meta")
@@ -196,11 +187,10 @@ def activation_bytes(model: DeepVisionVLA, batch_size: int, compute_dtype: torch
 def plan_memory(model_cfg: DeepVisionConfig, config: TrainConfig, gpus: int, model_name: str = "",
                 gpu_memory_gib: float | None = None, cuda: bool = True) -> MemoryPlan:
     """The plan of `config` (strategy, precision, batch_size, activation_checkpointing, freezing, LoRA) on
-    `gpus` GPUs for the model `model_cfg`. cuda: whether precision auto means bf16-mixed."""
+    `gpus` GPUs for the model `model_cfg`. cuda: whether precision auto means bf16-mixed. LoRA and ddp over
+    several GPUs replicate the model: their per-GPU numbers are those of one GPU."""
     if gpus < 1:
         raise ConfigError(f"gpus={gpus}: must be >= 1")
-    if config.strategy == "lora" and gpus > 1:
-        pass  # LoRA over several GPUs replicates (DDP): the per-GPU numbers are those of one GPU
     precision = config.precision if config.precision != "auto" else ("bf16-mixed" if cuda else "fp32")
     model = build_meta_model(model_cfg, config)
     total = sum(p.numel() for p in model.parameters())
@@ -226,8 +216,7 @@ def plan_memory(model_cfg: DeepVisionConfig, config: TrainConfig, gpus: int, mod
             largest_trainable = max(largest_trainable, sum(p.numel() for p in params if p.requires_grad))
         root = sum(p.numel() for p in model.parameters() if id(p) not in in_units)
         gathered = (root + 2 * largest) * compute_size + largest_trainable * 4
-    num_params_for_ac = total
-    checkpointing = strategies.activation_checkpointing_enabled(config.activation_checkpointing, num_params_for_ac)
+    checkpointing = strategies.activation_checkpointing_enabled(config.activation_checkpointing, total)
     activations = activation_bytes(model, config.batch_size, compute_dtype, checkpointing)
     rows = {"parameters": math.ceil(param_bytes / shards), "gradients": math.ceil(grad_bytes / shards),
             "optimizer": math.ceil(optim_bytes / shards), "gathered_units": gathered, "activations": activations}

@@ -154,13 +154,13 @@ def fsdp_units(model: DeepVisionVLA) -> list[list[nn.Module]]:
     units += [_owners(layer) for layer in layers[: len(layers) - num_coupled]]
     for j in range(num_coupled):
         llm_layer, expert_layer, pair = layers[len(layers) - num_coupled + j], expert_layers[coupled[j]], model.pairs[j]
-        unused: set[nn.Module] = set()
+        unused: list[nn.Module] = []
         if pair.align_q is None:  # the last pair never updates the expert stream: most of its layer never runs
             used = {expert_layer.norm1, expert_layer.attention.k_proj, expert_layer.attention.v_proj}
-            unused = set(_owners(expert_layer)) - used
-        units.append([pair, *_owners(llm_layer), *_owners(expert_layer, skip=unused)])
+            unused = [m for m in _owners(expert_layer) if m not in used]  # module order: the same on every rank
+        units.append([pair, *_owners(llm_layer), *_owners(expert_layer, skip=set(unused))])
         if unused:
-            units.append(sorted(unused, key=lambda m: id(m)))  # its own unit: stays sharded, never gathered
+            units.append(unused)  # its own unit: stays sharded, never gathered
     return units
 
 
@@ -222,46 +222,46 @@ def load_sharded(objective: nn.Module, optimizer: torch.optim.Optimizer, directo
     if not directory.is_dir():
         raise CheckpointError(f"{directory} not found: the checkpoint has no sharded training state")
     model_state, optim_state = get_state_dict(objective, optimizer)
+    saved = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
+    missing = [name for name in model_state if f"model.{name}" not in saved]
+    if missing:
+        raise CheckpointError(f"{directory} does not fit this run's model: missing {missing[:5]} ({len(missing)})")
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(directory))
+    # get_state_dict gives every parameter optimizer state; parameters that never had a gradient (the last expert
+    # layer's unused MLP) have none in the checkpoint: their zero state is never used.
+    dcp.load(state, checkpoint_id=str(directory), planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
     set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def full_model_state(objective: nn.Module) -> dict[str, torch.Tensor]:
     """Collective: the whole fp32 model state dict on rank 0 (CPU), empty elsewhere."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
 
     state = get_model_state_dict(objective, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     prefix = "model."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def consolidated_model_state(sharded_dir: Path) -> dict[str, torch.Tensor]:
-    """The model weights of a sharded checkpoint, read in one process without a process group."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    if not sharded_dir.is_dir():
-        raise CheckpointError(f"{sharded_dir} not found: not a sharded (strategy full) checkpoint")
-    reader = FileSystemReader(str(sharded_dir))
-    prefix = "model.model."
-    state = {key: torch.empty(meta.size, dtype=meta.properties.dtype)
-             for key, meta in reader.read_metadata().state_dict_metadata.items()
-             if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)}
-    dcp.load(state, storage_reader=reader, no_dist=True)
-    return {key[len(prefix):]: value for key, value in state.items()}
-
-
-def broadcast_from_rank0(objective: nn.Module, full_state: dict[str, torch.Tensor]) -> None:
-    """Collective: rank 0's whole state (others pass {}) into every rank's shards, and rank 0's buffers
-    (non-persistent ones such as RoPE tables are not in a state dict) to every rank."""
+def materialize_from_rank0(objective: nn.Module, full_state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Collective, after sharding: allocate every rank's shards on `device` and fill them with rank 0's whole
+    state (others pass {}); rank 0's buffers too (non-persistent ones, such as RoPE tables, are in no state
+    dict, and to_empty leaves them uninitialised)."""
     import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+    )
 
+    buffers = {name: buffer.detach().clone() for name, buffer in objective.named_buffers()} if full_state else {}
+    objective.to_empty(device=device)
     set_model_state_dict(objective, full_state,
                          options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    for _, buffer in objective.named_buffers():
+    for name, buffer in objective.named_buffers():
+        if buffers:
+            buffer.copy_(buffers[name])
         dist.broadcast(buffer, src=0)
 
 

@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,9 +34,10 @@ from vla_ros.errors import CheckpointError, ConfigError, ObservationError
 from vla_ros.model.checkpoint import NORM_STATS_FILE, WEIGHTS_FILE, save_checkpoint
 from vla_ros.model.normalization import NormStats
 from vla_ros.model.processing import DeepVisionProcessor, ModelInputs
-from vla_ros.training import model_setup, rocket, run_state
+from vla_ros.training import model_setup, plan, rocket, run_state
+from vla_ros.training import strategy as strategies
 from vla_ros.training.config import RESUMABLE_CHANGES, TRAIN_CONFIG_FILE, TrainConfig
-from vla_ros.training.data import ChunkDataset, SkippedEpisode, collate
+from vla_ros.training.data import ChunkDataset, SkippedEpisode, collate, read_interface
 from vla_ros.training.distributed import DistContext
 from vla_ros.training.losses import TrainingObjective
 from vla_ros.training.optim import build_optimizer, build_scheduler
@@ -70,13 +74,15 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume: str | Path | None = None) -> None:
         config.require_runnable()
         self.config = config
-        self.dist = DistContext.from_env(config.device)
+        self.dist = DistContext.from_env(config.device, single_process_group=config.strategy == "full")
         self.device = self.dist.device
         self.run_dir = Path(config.output).expanduser()
         self.precision = config.precision if config.precision != "auto" else (
             "bf16-mixed" if self.device.type == "cuda" else "fp32")
         checkpoint = self._checkpoint_to_resume(resume)
         trainer_state = run_state.read_trainer_state(checkpoint) if checkpoint else None
+        # The memory plan (and the strategy's checks: LoRA targets, ...) from the metadata, before reading data.
+        self.plan = self._memory_plan()
 
         self.dataset = ChunkDataset(config.datasets, model_setup.chunk_size(config), camera_names=config.camera_names,
                                     image_size_px=(config.image_height_px, config.image_width_px)
@@ -91,7 +97,22 @@ class Trainer:
             self._check_same_run(trainer_state)
 
         torch.manual_seed(config.seed)  # model init (and the ROCKET projector) are the seed's
-        model, self.tokenizer = model_setup.initial_model(config, model_cfg)
+        sharded = config.strategy == "full"
+        # FSDP: only rank 0 holds whole weights (backbones in bf16 unless fp32 is asked for); the others build the
+        # module tree on the meta device and receive their shards from rank 0.
+        base_dtype = torch.float32 if self.precision == "fp32" or not sharded else torch.bfloat16
+        model, self.tokenizer = model_setup.initial_model(config, model_cfg, base_dtype,
+                                                          meta=sharded and not self.dist.is_main)
+        frozen = strategies.freeze_parts(model, config.freeze_vision_tower, config.freeze_expert_shallow)
+        if frozen:
+            log.info("frozen parts: %d parameters", frozen)
+        self.lora = None
+        if config.strategy == "lora":
+            self.lora = strategies.apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                                              config.lora_targets, config.freeze_vision_tower,
+                                              config.freeze_expert_shallow)
+        if self.plan.activation_checkpointing:
+            model.layer_call = strategies.checkpointed_call
         alignment = self._rocket(model) if config.rocket else None
         self.norm_stats = (NormStats.load(checkpoint / NORM_STATS_FILE) if checkpoint
                            else self.dataset.norm_stats(config.norm_mode))
@@ -99,16 +120,27 @@ class Trainer:
         self._check_tasks()
         keep_ratio = config.keep_ratio or None
         self.objective = TrainingObjective(model, alignment, config.rocket_weight, keep_ratio)
-        if checkpoint:
+        if checkpoint and not sharded:
             self._load_weights(checkpoint)
         if self.precision == "bf16":
             self.objective.to(torch.bfloat16)
-        self.objective.to(self.device).train()
+        elif self.precision == "bf16-mixed" and config.strategy == "lora":  # frozen base weights in bf16
+            for parameter in self.objective.parameters():
+                if not parameter.requires_grad:
+                    parameter.data = parameter.data.to(torch.bfloat16)
+        if sharded:
+            self._shard()
+        else:
+            self.objective.to(self.device)
+        self.objective.train()
         self.optimizer = build_optimizer(self.objective, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.parameter_bytes_local = strategies.local_parameter_bytes(self.objective)
+        log.info("rank %d holds %.3f GiB of parameters (strategy %s)", self.dist.rank,
+                 self.parameter_bytes_local / 2**30, config.strategy)
         self.wrapped: torch.nn.Module = self.objective
-        if self.dist.enabled:  # the last expert layer's MLP is never used (its output is not read)
+        if self.dist.enabled and not sharded:  # the last expert layer's MLP is never used (its output is not read)
             self.wrapped = DistributedDataParallel(self.objective, device_ids=[self.device.index]
                                                    if self.device.type == "cuda" else None,
                                                    find_unused_parameters=True)
@@ -121,7 +153,10 @@ class Trainer:
             self.micro_batches = int(trainer_state["micro_batches"])
             self.episodes_per_block = int(trainer_state["episodes_per_block"])
             state_dir = checkpoint / run_state.STATE_DIR
-            self.optimizer.load_state_dict(run_state.load_torch(state_dir / run_state.OPTIMIZER_FILE))
+            if sharded:
+                strategies.load_sharded(self.objective, self.optimizer, state_dir / strategies.SHARDED_DIR)
+            else:
+                self.optimizer.load_state_dict(run_state.load_torch(state_dir / run_state.OPTIMIZER_FILE))
             self.scheduler.load_state_dict(run_state.load_torch(state_dir / run_state.SCHEDULER_FILE))
         self.log = TrainLog.resume(self.run_dir, self.step) if checkpoint else TrainLog(self.run_dir)
         self.sampler = ResumableBatchSampler(self.dataset.episode_lengths, config.batch_size, config.seed,
@@ -165,6 +200,31 @@ class Trainer:
                                   if checkpoint is None else f"resume checkpoint {checkpoint} is not a directory")
         return checkpoint
 
+    def _memory_plan(self) -> plan.MemoryPlan:
+        """The run's memory plan on this process's GPU; ConfigError with the numbers when it will not fit."""
+        cfg = self.config
+        interface = read_interface(cfg.datasets, cfg.camera_names, (cfg.image_height_px, cfg.image_width_px)
+                                   if cfg.image_height_px else None)
+        model_cfg = model_setup.model_config(cfg, interface)
+        limit = cfg.gpu_memory_gib or None
+        if limit is None and self.device.type == "cuda":
+            limit = torch.cuda.get_device_properties(self.device).total_memory / plan.GIB
+        memory_plan = plan.plan_memory(model_cfg, cfg, self.dist.world_size, cfg.model_source, limit,
+                                       cuda=self.device.type == "cuda")
+        if self.dist.is_main:
+            log.info("%s", memory_plan.table())
+        plan.refuse_if_too_big(memory_plan)
+        return memory_plan
+
+    def _shard(self) -> None:
+        """FSDP2 over every process: units sharded, rank 0's weights broadcast into every rank's shards."""
+        from torch.distributed.device_mesh import init_device_mesh
+
+        full_state = dict(self.objective.state_dict()) if self.dist.is_main else {}
+        mesh = init_device_mesh(self.device.type, (self.dist.world_size,))
+        strategies.shard_full(self.objective, self.objective.model, mesh, bf16=self.precision == "bf16-mixed")
+        strategies.materialize_from_rank0(self.objective, full_state, self.device)
+
     def _rocket(self, model: torch.nn.Module) -> rocket.RocketAlignment:
         cfg = self.config
         if cfg.rocket_teacher_dir:
@@ -185,6 +245,19 @@ class Trainer:
                 raise ConfigError(f"dataset task {task!r} cannot be a model instruction: {err}") from err
 
     def _load_weights(self, checkpoint: Path) -> None:
+        if self.lora is not None:  # frozen base weights are rebuilt as at step 0; the trained tensors are loaded
+            path = checkpoint / strategies.ADAPTER_DIR / strategies.ADAPTER_WEIGHTS
+            try:
+                state = load_file(path)
+            except Exception as err:
+                raise CheckpointError(f"{path} is not readable: {err}") from err
+            expected = set(strategies.trainable_state(self.objective))
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            if missing or unexpected:
+                raise CheckpointError(f"{path} does not fit this run's adapters: missing {missing[:5]}, "
+                                      f"unexpected {unexpected[:5]}")
+            self.objective.load_state_dict(state, strict=False)
+            return
         try:
             state = load_file(checkpoint / WEIGHTS_FILE)
         except Exception as err:
@@ -215,7 +288,7 @@ class Trainer:
     # ---- loop ----
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16-mixed":
+        if self.precision == "bf16-mixed" and self.config.strategy != "full":  # FSDP2 casts by its own policy
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -235,7 +308,11 @@ class Trainer:
             batch = next(self._batches)
             self.micro_batches += 1
             skip_sync = self.dist.enabled and micro < accum - 1  # reduce gradients once per optimizer step
-            with self.wrapped.no_sync() if skip_sync else contextlib.nullcontext():
+            if self.config.strategy == "full":
+                no_sync = strategies.fsdp_no_sync(self.objective, skip_sync)
+            else:
+                no_sync = self.wrapped.no_sync() if skip_sync else contextlib.nullcontext()
+            with no_sync:
                 inputs, target, mask = self._prepare(batch)
                 with self._autocast():
                     losses = self.wrapped(inputs, target, mask)
@@ -244,6 +321,8 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / accum
         max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,8 +376,19 @@ class Trainer:
 
     def _save(self) -> None:
         rngs = self.dist.gather(run_state.rng_state())
+        shards, full_state = None, None
+        if self.config.strategy == "full":  # collective: every rank writes its shards, rank 0 gets whole weights
+            shards = self.run_dir / run_state.CHECKPOINTS_DIR / f".{run_state.step_name(self.step)}.shards"
+            if self.dist.is_main:
+                shutil.rmtree(shards, ignore_errors=True)
+                shards.mkdir(parents=True)
+            self.dist.barrier()
+            strategies.save_sharded(self.objective, self.optimizer, shards)
+            full_state = strategies.full_model_state(self.objective)
+            self.dist.barrier()
         if self.dist.is_main:
-            path = run_state.write_checkpoint(self.run_dir, self.step, lambda tmp: self._fill(tmp, rngs),
+            path = run_state.write_checkpoint(self.run_dir, self.step,
+                                              lambda tmp: self._fill(tmp, rngs, shards, full_state),
                                               self.config.keep_last_checkpoints)
             log.info("step %d: checkpoint %s", self.step, path)
             self.log.save()
@@ -306,15 +396,25 @@ class Trainer:
         self.final_checkpoint = self.run_dir / run_state.CHECKPOINTS_DIR / run_state.step_name(self.step)
         self.dist.barrier()
 
-    def _fill(self, directory: Path, rngs: list[dict[str, Any]]) -> None:
-        save_checkpoint(self.objective.model, self.norm_stats, self.tokenizer, directory)
+    def _fill(self, directory: Path, rngs: list[dict[str, Any]], shards: Path | None,
+              full_state: dict[str, torch.Tensor] | None) -> None:
+        """A policy checkpoint (whole, consolidated or LoRA-merged weights) plus what resuming needs."""
+        model = self.objective.model
+        if self.lora is not None:
+            save_checkpoint(model, self.norm_stats, self.tokenizer, directory, strategies.merged_state(model))
+            self._save_adapter(directory / strategies.ADAPTER_DIR)
+        else:
+            save_checkpoint(model, self.norm_stats, self.tokenizer, directory, full_state)
         self.config.save_json(directory / TRAIN_CONFIG_FILE)
         state = directory / run_state.STATE_DIR
         state.mkdir()
-        torch.save(self.optimizer.state_dict(), state / run_state.OPTIMIZER_FILE)
+        if shards is not None:  # model, optimizer and ROCKET projector shards
+            os.replace(shards, state / strategies.SHARDED_DIR)
+        else:
+            torch.save(self.optimizer.state_dict(), state / run_state.OPTIMIZER_FILE)
         torch.save(self.scheduler.state_dict(), state / run_state.SCHEDULER_FILE)
         torch.save(rngs, state / run_state.RNG_FILE)
-        if self.objective.rocket is not None:
+        if self.objective.rocket is not None and shards is None:
             torch.save(self.objective.rocket.projector.state_dict(), state / run_state.ROCKET_FILE)
         epoch, within = self.sampler.position(self.micro_batches)
         fileio.write_json_atomic(state / run_state.TRAINER_STATE_FILE, {
@@ -322,6 +422,13 @@ class Trainer:
             "episodes_per_block": self.episodes_per_block, "world_size": self.dist.world_size,
             "seed": self.config.seed, "dataset_fingerprint": self.fingerprint,
             "precision": self.precision, "skipped_episodes": [dataclasses.asdict(s) for s in self.dataset.skipped]})
+
+    def _save_adapter(self, directory: Path) -> None:
+        """LoRA adapters and every fully trained module (peft's adapter_config.json beside them)."""
+        directory.mkdir()
+        save_file(strategies.trainable_state(self.objective), directory / strategies.ADAPTER_WEIGHTS,
+                  metadata={"format": "pt"})
+        self.lora.peft_config["default"].save_pretrained(str(directory))
 
     def close(self) -> None:
         self._batches = iter(())  # stops DataLoader workers
