@@ -14,6 +14,7 @@ def _matrix(rows: list[str]) -> torch.Tensor:
 
 
 def test_shallow_layer_mask_is_causal_prompt_and_bidirectional_actions():
+    """Kills: actions that are causal among themselves, prompt tokens that see actions, attended padding."""
     # columns: p0 p1 p2 pad a0 a1
     kinds = vla_kinds(torch.tensor([[True, True, True, False]]), use_proprio=False, horizon=2)
     assert kinds.tolist() == [[P, P, P, X, A, A]]
@@ -29,6 +30,7 @@ def test_shallow_layer_mask_is_causal_prompt_and_bidirectional_actions():
 
 
 def test_coupled_layer_mask_matches_fig_3c():
+    """Kills: expert rows that see VLA tokens, prompt or action rows that miss expert columns."""
     # columns: e0 e1 | p0 p1 p2 pad a0 a1 ; expert tokens first
     vla = vla_kinds(torch.tensor([[True, True, True, False]]), use_proprio=False, horizon=2)
     kinds = coupled_kinds(vla, num_expert_tokens=2)
@@ -48,6 +50,7 @@ def test_coupled_layer_mask_matches_fig_3c():
 
 
 def test_expert_tokens_of_different_cameras_do_not_attend_to_each_other():
+    """Kills: expert tokens of one camera attending to another camera's (DINO saw one image at a time)."""
     vla = vla_kinds(torch.tensor([[True]]), use_proprio=False, horizon=1)
     kinds = coupled_kinds(vla, num_expert_tokens=4)
     cameras = torch.tensor([0, 0, 1, 1, -1, -1])
@@ -63,6 +66,7 @@ def test_expert_tokens_of_different_cameras_do_not_attend_to_each_other():
 
 
 def test_proprio_token_is_a_prompt_token_after_the_padding():
+    """Kills: a proprio token placed before the padding or treated as an action."""
     kinds = vla_kinds(torch.tensor([[True, False]]), use_proprio=True, horizon=1)
     assert kinds.tolist() == [[P, X, P, A]]
     expected = _matrix(["1000", "0100", "1010", "1011"])
@@ -70,6 +74,7 @@ def test_proprio_token_is_a_prompt_token_after_the_padding():
 
 
 def test_masks_differ_per_sample_with_padding():
+    """Kills: one mask broadcast over the batch, so a short instruction's padding is attended."""
     kinds = vla_kinds(torch.tensor([[True, True], [True, False]]), use_proprio=False, horizon=1)
     mask = attention_mask(kinds)
     assert mask.shape == (2, 3, 3)

@@ -72,6 +72,9 @@ def test_each_coupled_pair_joins_llm_and_expert_layers_at_the_same_depth_from_th
     pairs: list[tuple[int, int]] = []
     expert_calls = [0] * len(expert_layers)
 
+    def count(index):
+        return lambda module, args, kwargs: expert_calls.__setitem__(index, expert_calls[index] + 1)
+
     def on_pair(module, args, kwargs):
         llm, expert = args[0], args[1]
         pairs.append((next(i for i, layer in enumerate(llm_layers) if layer is llm),
@@ -81,7 +84,7 @@ def test_each_coupled_pair_joins_llm_and_expert_layers_at_the_same_depth_from_th
         for pair in model.pairs:
             hooks.pre(pair, on_pair)
         for index, layer in enumerate(expert_layers):
-            hooks.pre(layer.norm1, lambda m, a, k, index=index: expert_calls.__setitem__(index, expert_calls[index] + 1))
+            hooks.pre(layer.norm1, count(index))
         model(inputs)
     assert pairs == [(3, 2), (4, 3), (5, 4)]
     assert expert_calls == [1] * 5

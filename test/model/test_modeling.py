@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from test.model.tiny import make_inputs, make_model, make_processor
+from test.model.tiny import make_inputs, make_model, make_processor, unequal_depths_config
 from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
 from vla_ros.model.configuration import CouplingConfig, DeepVisionConfig, RobotConfig
@@ -34,6 +34,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_output_shapes(name):
+    """Shapes only (every variant runs end to end); the mechanisms are checked in test_mechanisms.py."""
     config = VARIANTS[name]
     processor = make_processor(config)
     inputs = make_inputs(processor)
@@ -50,6 +51,8 @@ def test_output_shapes(name):
 
 
 def test_prompt_hidden_states_equal_transformers_qwen3vl_forward():
+    """Kills: our layer loop diverging from HF's Qwen3-VL (wrong norm, MRoPE, DeepStack injection or causal mask on
+    the prompt), and padding that leaks into the valid tokens."""
     config = DeepVisionConfig.tiny(baseline=True)
     processor = make_processor(config)
     model = make_model(config)
@@ -66,6 +69,8 @@ def test_prompt_hidden_states_equal_transformers_qwen3vl_forward():
 
 
 def test_mrope_positions_equal_transformers_get_rope_index(tiny_model, tiny_processor):
+    """Kills: MRoPE ids that differ from HF's get_rope_index (image rows/columns, the jump after an image, padding
+    that advances the position), and action tokens that do not continue the text positions."""
     inputs = make_inputs(tiny_processor)
     kinds = vla_kinds(inputs.prompt_valid, use_proprio=False, horizon=16)
     ours = tiny_model._vla_positions(kinds, inputs.visual_index)
@@ -77,7 +82,11 @@ def test_mrope_positions_equal_transformers_get_rope_index(tiny_model, tiny_proc
         assert ours[0, b, -16:].tolist() == list(range(last + 1, last + 17))
 
 
-def test_perturbing_vla_tokens_leaves_expert_states_unchanged(tiny_model, tiny_processor):
+@pytest.mark.parametrize("config", [DeepVisionConfig.tiny(), unequal_depths_config()], ids=["tiny", "unequal_depths"])
+def test_perturbing_vla_tokens_leaves_expert_states_unchanged(config):
+    """Kills: a coupled-layer mask that lets expert tokens attend to VLA tokens (Fig. 3c: expert rows see only
+    expert columns), so text or VLA pixels would leak into the expert stream."""
+    tiny_model, tiny_processor = make_model(config), make_processor(config)
     inputs = make_inputs(tiny_processor)
     input_ids, valid = tiny_processor.encode_text(["wave at the camera", "stop"])
     generator = torch.Generator().manual_seed(5)
@@ -87,16 +96,21 @@ def test_perturbing_vla_tokens_leaves_expert_states_unchanged(tiny_model, tiny_p
     with torch.no_grad():  # keep_ratio 1: every patch kept, so the selection cannot differ
         before = tiny_model(inputs, keep_ratio=1.0, output_hidden_states=True)
         after = tiny_model(perturbed, keep_ratio=1.0, output_hidden_states=True)
-    assert len(before.expert_hidden_states) == 2
+    assert len(before.expert_hidden_states) == config.coupling.num_layers
     for old, new in zip(before.expert_hidden_states, after.expert_hidden_states):
         torch.testing.assert_close(new, old, atol=0, rtol=0)
     assert (after.actions - before.actions).abs().max() > 1e-4  # the VLA side did change
 
 
-def test_kept_expert_token_changes_actions_and_pruned_one_does_not(tiny_model, tiny_processor):
+@pytest.mark.parametrize("config", [DeepVisionConfig.tiny(), unequal_depths_config()], ids=["tiny", "unequal_depths"])
+def test_kept_expert_token_changes_actions_and_pruned_one_does_not(config):
+    """Kills: pruned expert tokens that still reach the coupled layers (selection ignored), kept ones that do not,
+    a saliency that reads the expert stream, and expert tokens of one sample reaching another sample."""
+    tiny_model, tiny_processor = make_model(config), make_processor(config)
     inputs = make_inputs(tiny_processor)
-    last_shallow = backbones.expert_layers(tiny_model.expert)[1]  # 4 expert layers, the last 2 coupled
-    prefix = tiny_model.config.expert.num_prefix_tokens
+    expert_cfg = config.expert
+    last_shallow = backbones.expert_layers(tiny_model.expert)[expert_cfg.num_layers - config.coupling.num_layers - 1]
+    prefix = expert_cfg.num_prefix_tokens
 
     direction = torch.randn(tiny_model.config.expert.hidden_size, generator=torch.Generator().manual_seed(2))
 
@@ -115,7 +129,7 @@ def test_kept_expert_token_changes_actions_and_pruned_one_does_not(tiny_model, t
 
     clean = run_with_bump(None)
     kept = clean.kept_patch_index[0, 0].tolist()
-    pruned = sorted(set(range(64)) - set(kept))
+    pruned = sorted(set(range(expert_cfg.patch_grid[0] * expert_cfg.patch_grid[1])) - set(kept))
     with_pruned = run_with_bump(pruned[0])
     with_kept = run_with_bump(kept[0])
     assert torch.equal(with_pruned.kept_patch_index, clean.kept_patch_index)  # saliency ignores the expert
@@ -125,6 +139,7 @@ def test_kept_expert_token_changes_actions_and_pruned_one_does_not(tiny_model, t
 
 
 def test_few_optimizer_steps_overfit_a_tiny_batch(tiny_model, tiny_processor):
+    """Kills: a forward that cannot learn (detached head or coupled stream, a loss on the wrong tokens)."""
     tiny_model.train()
     inputs = make_inputs(tiny_processor)
     generator = torch.Generator().manual_seed(3)
@@ -142,6 +157,8 @@ def test_few_optimizer_steps_overfit_a_tiny_batch(tiny_model, tiny_processor):
 
 
 def test_l1_gradient_reaches_aligners_expert_and_head(tiny_model, tiny_processor):
+    """Kills: aligners, expert or head cut off from the loss (a stray no_grad or detach), and a last pair that
+    builds an expert update nobody reads."""
     tiny_model.train()
     tiny_model(make_inputs(tiny_processor), target_actions=torch.ones(2, 16, 7)).loss.backward()
     pair0, pair1 = tiny_model.pairs
@@ -154,6 +171,7 @@ def test_l1_gradient_reaches_aligners_expert_and_head(tiny_model, tiny_processor
 
 
 def test_keep_ratio_changes_at_run_time(tiny_model, tiny_processor):
+    """Kills: a keep ratio read once at construction, so set_keep_ratio or the per-call value is ignored."""
     inputs = make_inputs(tiny_processor)
     with torch.no_grad():
         assert tiny_model(inputs, keep_ratio=0.25).kept_patch_index.shape[-1] == 16

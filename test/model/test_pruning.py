@@ -15,6 +15,7 @@ from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, s
 
 
 def test_keeps_exactly_the_planted_top_tokens_in_raster_order():
+    """Kills: top-K in score order instead of raster order, and an off-by-one K."""
     generator = torch.Generator().manual_seed(0)
     saliency = torch.rand(1, 1, 8, 8, generator=generator) * 0.1  # same grid as the expert: no interpolation
     planted = [50, 3, 17, 42, 8, 61, 30, 26]
@@ -25,6 +26,7 @@ def test_keeps_exactly_the_planted_top_tokens_in_raster_order():
 
 
 def test_one_salient_vla_token_keeps_its_expert_quadrant():
+    """Kills: a VLA-grid to expert-grid resize that transposes rows and columns or shifts the map."""
     # 2x2 VLA grid -> 8x8 expert grid (bilinear): the top 16 patches are the 4x4 block under the hot token.
     saliency = torch.zeros(2, 1, 2, 2)
     saliency[0, 0, 0, 0] = 1.0  # top-left token of sample 0
@@ -37,6 +39,7 @@ def test_one_salient_vla_token_keeps_its_expert_quadrant():
 
 
 def test_selection_is_per_camera():
+    """Kills: one selection shared by all cameras, or cameras swapped."""
     saliency = torch.zeros(1, 2, 2, 2)
     saliency[0, 0, 0, 1] = 1.0
     saliency[0, 1, 1, 0] = 1.0

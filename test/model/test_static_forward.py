@@ -21,6 +21,7 @@ TWO_CAMERAS = DeepVisionConfig.tiny(robot=RobotConfig(use_proprio=True, camera_n
 
 
 def test_static_vision_tower_equals_transformers_forward():
+    """Kills: precomputed grid tables or the batched per-image attention diverging from HF's vision tower."""
     model = make_model(TWO_CAMERAS)
     inputs = make_inputs(make_processor(TWO_CAMERAS))  # batch 2 x 2 cameras: HF loops over 4 images
     visual = model.vlm.visual
@@ -34,6 +35,7 @@ def test_static_vision_tower_equals_transformers_forward():
 
 
 def test_repeated_kv_heads_give_the_same_attention_as_enable_gqa():
+    """Kills: a key/value head mapping other than SDPA's grouped-query one (e.g. interleaved repeats)."""
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(2, 8, 10, 16, generator=generator)
     k, v = torch.randn(2, 2, 2, 10, 16, generator=generator)
@@ -65,6 +67,7 @@ def test_forward_reads_no_device_value_on_the_host(config):
 
 
 def test_fixed_kept_patch_index_reproduces_agvp_and_skips_the_saliency(tiny_model, tiny_processor):
+    """Kills: a caller's patch selection that is ignored or overridden by AGVP."""
     inputs = make_inputs(tiny_processor)
     with torch.no_grad():
         agvp = tiny_model(inputs)
