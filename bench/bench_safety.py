@@ -2,8 +2,9 @@
 
 Starts safety_node (its own process, armed, JointTrajectory output) and N busy-loop processes that
 load every core, then runs a following robot (its joint state is the newest command it received,
-published at 100 Hz; like a controller it takes the newest command, never a backlog) and a policy (10 Hz chunks of a motion that asks for twice the velocity
-limit, so the limiter works at the limits all the time) for --duration-s seconds.
+published at 100 Hz; like a controller it takes the newest command, never a backlog) and a policy
+(10 Hz chunks of a motion that asks for twice the velocity limit, so the limiter works at the
+limits all the time) for --duration-s seconds.
 
 For every pair of consecutive commands it computes velocity and acceleration three ways:
   carried   over the timing the commands carry: header.stamp + time_from_start of the first point
@@ -36,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NS = 1_000_000_000
-BUSY = "import time\nwhile True:\n    pass\n"
+BUSY = "while True:\n    pass\n"
 
 
 def _start_load(count: int) -> list[subprocess.Popen]:

@@ -476,6 +476,6 @@ class EnvelopeMachine(RuleBasedStateMachine):
         assert status.state is not WatchdogState.RUNNING or status.hold_reason.value == "none"
 
 
-EnvelopeMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None,
+EnvelopeMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 test_envelope_state_machine = EnvelopeMachine.TestCase
