@@ -6,12 +6,14 @@ SPIN_TIMEOUT_S, so it is noticed at once whatever rcl_wait is doing); a node wit
 running goal ends ABORTED "node shutting down" and its result reaches the client; the recorder
 finalises its episode), then the node is destroyed and the context shut down. Work still running
 after STOP_WITHIN_S (a very long finalisation) is abandoned: the process ends with os._exit
-(everything the nodes write is crash-safe, so the next start completes it). Later signals are ignored: a terminal's Ctrl-C
-reaches a launched node twice (terminal and launch) and must not cut the clean-up short.
+(everything the nodes write is crash-safe, so the next start completes it). Later signals are
+ignored: a terminal's Ctrl-C reaches a launched node twice (terminal and launch) and must not cut
+the clean-up short.
 
 Starting: a signal while the node is still being built (a model loading) abandons the start at
 once; a VlaRosError while building (bad parameter, checkpoint mismatch, dataset of another layout)
-is one line on stderr and exit code 1, no traceback.
+is one line on stderr and exit code 1, no traceback; any other exception is a bug: its traceback
+and exit code 2.
 """
 
 from __future__ import annotations
