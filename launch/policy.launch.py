@@ -49,7 +49,8 @@ def _nodes(context: LaunchContext) -> list[Node]:
         raise FileNotFoundError(f"launch argument config_file:={config_file!r} is not a file; expected a "
                                 "ROS 2 params file with one section per node (see config/robot.yaml)")
     config_file = str(Path(config_file).expanduser())
-    names = ["policy_node", "safety_node"] + (["recorder_node"] if record else []) + (["sim_robot_node"] if use_sim else [])
+    names = ["policy_node", "safety_node"] + (["recorder_node"] if record else [])
+    names += ["sim_robot_node"] if use_sim else []
     missing = nodes_without_section(config_file, names)  # also refuses a file that is not a params file
     if missing:
         raise ValueError(f"config_file {config_file} has no section for {missing} (nor a '/**' one): those nodes "

@@ -89,11 +89,20 @@ def test_description_declares_arguments():
     ("false", ALL_NODES - {"sim_robot_node"}),
 ])
 def test_use_sim_selects_the_nodes(use_sim, expected, tmp_path):
-    config = tmp_path / "robot.yaml"
-    shutil.copy(CONFIG_DIR / "robot.yaml", config)
+    config = tmp_path / "sim.yaml"  # a section for every node (robot.yaml has none for sim_robot_node)
+    shutil.copy(CONFIG_DIR / "sim.yaml", config)
     nodes = _evaluate({"use_sim": use_sim, "config_file": str(config)})
     assert all(isinstance(n, Node) and n.node_package == "vla_ros" for n in nodes)
     assert {n.node_executable for n in nodes} == expected
+
+
+def test_config_without_a_section_for_a_started_node_stops_the_launch(tmp_path):
+    """Bug it catches: the docstring promised never to start nodes on their built-in defaults, yet a
+    config file without a node's section (here robot.yaml with use_sim:=true) started it on them."""
+    config = tmp_path / "robot.yaml"
+    shutil.copy(CONFIG_DIR / "robot.yaml", config)
+    with pytest.raises(ValueError, match=r"no section for \['sim_robot_node'\]"):
+        _evaluate({"use_sim": "true", "config_file": str(config)})
 
 
 def test_record_false_leaves_out_the_recorder(tmp_path):

@@ -30,8 +30,9 @@ def run_installed(node: str, *ros_args: str, timeout_s: float = 120.0) -> subpro
     """`install/vla_ros/lib/vla_ros/<node> --ros-args ...` (what `ros2 run` and `ros2 launch` execute) in a
     shell whose only set-up is `source scripts/env.sh`."""
     assert (ENTRY_POINTS / node).is_file(), f"{ENTRY_POINTS / node} missing: run bash scripts/setup.sh"
-    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": "/usr/bin:/bin", "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
-    script = f'source scripts/env.sh && exec "$0" --ros-args "$@"'
+    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": "/usr/bin:/bin",
+           "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
+    script = 'source scripts/env.sh && exec "$0" --ros-args "$@"'
     return subprocess.run(["bash", "-c", script, str(ENTRY_POINTS / node), *ros_args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
 

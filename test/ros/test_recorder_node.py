@@ -232,8 +232,14 @@ def test_recorder_process_stopped_with_a_signal_keeps_its_episode(ros, tmp_path,
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    # The node finalises within its 2 s stop; on a loaded machine it may run out of that time, and then
+    # the next start completes the episode from its staged files (the log says so). Either way it is kept.
+    if any((tmp_path / ".staging").iterdir()):
+        assert "completes it from its staged files" in log_path.read_text(), log_path.read_text()
+        ros.add(RecorderNode(config(tmp_path), context=ros.context))
     r = LeRobotDatasetReader(tmp_path)
-    assert r.num_episodes == 1 and r.episodes[0].stop_reason == "shutdown" and r.episodes[0].length >= 10
+    assert r.num_episodes == 1 and r.episodes[0].length >= 10
+    assert r.episodes[0].stop_reason in ("shutdown", "recovered")
     assert validate_dataset(tmp_path).ok
 
 

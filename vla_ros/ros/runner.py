@@ -6,12 +6,14 @@ SPIN_TIMEOUT_S, so it is noticed at once whatever rcl_wait is doing); a node wit
 running goal ends ABORTED "node shutting down" and its result reaches the client; the recorder
 finalises its episode), then the node is destroyed and the context shut down. Work still running
 after STOP_WITHIN_S (a very long finalisation) is abandoned: the process ends with os._exit
-(everything the nodes write is crash-safe, so the next start completes it). Later signals are ignored: a terminal's Ctrl-C
-reaches a launched node twice (terminal and launch) and must not cut the clean-up short.
+(everything the nodes write is crash-safe, so the next start completes it). The second signal is
+ignored: a terminal's Ctrl-C reaches a launched node twice (terminal and launch) and must not cut
+the clean-up short; a third means the stop is stuck and ends the process at once (exit code 3).
 
 Starting: a signal while the node is still being built (a model loading) abandons the start at
 once; a VlaRosError while building (bad parameter, checkpoint mismatch, dataset of another layout)
-is one line on stderr and exit code 1, no traceback.
+is one line on stderr and exit code 1, no traceback; any other exception is a bug: its traceback
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ WIND_DOWN_S = 1.2  # a node's begin_shutdown() gets this long, the executor stil
 STOP_WITHIN_S = 1.8  # from the signal to the process exit, whatever is still running
 EXIT_REFUSED = 1
 EXIT_CRASHED = 2
+EXIT_STUCK = 3
 
 
 class _StopSignal:
@@ -46,8 +49,12 @@ class _StopSignal:
         self.event = threading.Event()
         self.time = 0.0
         self.started = False  # the node is built and spinning: stop through the flag only
+        self.count = 0
 
     def __call__(self, signum: int, _frame: object) -> None:
+        self.count += 1
+        if self.count >= 3:  # launch escalates to SIGTERM only when the node is still up 5 s later: stuck
+            os._exit(EXIT_STUCK)
         if self.event.is_set():
             return
         self.time = time.monotonic()
