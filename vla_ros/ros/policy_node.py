@@ -294,6 +294,9 @@ class PolicyNode(Node):
             chunk = self._make_chunk(obs.stamp_ns, output.actions)
             if chunk is None:
                 return Result.OUTCOME_ABORTED, "policy error: non-finite or mis-shaped actions", chunks
+            engaged, takeovers, _ = self._teleop()
+            if engaged or takeovers - run.takeovers_before != run.interventions:
+                continue  # teleop took over during the inference: this chunk must not reach the arm
             msg = convert.chunk_to_msg(chunk)
             self._chunk_pub.publish(msg)
             goal_handle.publish_feedback(RunPolicy.Feedback(chunk=msg, inference_time_s=inference_s,
