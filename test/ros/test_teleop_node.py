@@ -135,19 +135,24 @@ def test_takeover_mid_goal_pauses_the_policy_marks_intervention_frames_and_hands
     assert result.outcome == 0, result.reason
     assert result.intervention_count == 1 and result.intervention_s > 0.5
     assert any(f.intervention_active for f in goals.feedback)
+    # At most the one chunk already on its way when the engaged flag went out (the policy checks the flag
+    # again after each inference; DDS does not order two publishers' messages).
     policy_while_engaged = [c for engaged, c in operator.chunks if engaged and c.chunk_id < CHUNK_ID_BASE]
-    assert not policy_while_engaged, "the policy published while teleop held the arm"
+    assert len(policy_while_engaged) <= 1, "the policy published while teleop held the arm"
     policy_after = [c for engaged, c in operator.chunks[len(operator.chunks) // 2:]
                     if c.chunk_id < CHUNK_ID_BASE]
     assert policy_after, "the policy never resumed"
     teleop_chunks = [c for _, c in operator.chunks if c.chunk_id >= CHUNK_ID_BASE]
     assert teleop_chunks
     # No jump at the switch-over: teleop's first target is the measured position (within one step), and
-    # safety_node refused nothing (a hand-back from a stale observation would be out of order).
+    # safety_node refused no chunk as out of order but that in-flight one (a hand-back from a stale
+    # observation would be) and none at the start-up gate (a far first target). Late chunks on a loaded
+    # machine (all steps past) are another matter.
     first = np.asarray(teleop_chunks[0].actions[:7])
     commands = np.stack(operator.commands)
     np.testing.assert_allclose(first, commands[engaged_at - 1], atol=0.1)
-    assert safety_status.get("rejected_chunks") == "0", safety_status
+    assert safety_status.get("rejected.startup_too_far") == "0", safety_status
+    assert int(safety_status.get("rejected.out_of_order")) <= len(policy_while_engaged), safety_status
     steps = np.abs(np.diff(commands, axis=0)).max(axis=0)
     assert np.all(steps <= 3 * np.array([1.5, 1.5, 1.5, 2.5, 2.5, 3.0, 2.0]) / 50.0 + 1e-9), steps
     reader = LeRobotDatasetReader(tmp_path / "dataset")

@@ -200,3 +200,17 @@ def test_a_takeover_under_way_when_the_goal_starts_counts_and_ending_during_it_c
     end = _run(host, GoalLimits(time_limit_s=1.0))
     assert (end.outcome, end.chunks, end.interventions) == (Outcome.COMPLETED, 0, 1)
     assert end.intervention_s == pytest.approx(1.0, abs=0.02)
+
+
+def test_a_chunk_computed_while_a_person_took_over_is_not_published():
+    """Bug killed: a takeover arriving during the inference still lets that chunk out, so the policy and the
+    person command the arm at once (two sources fighting through safety_node)."""
+    clock = Clock()
+    host = Host(clock, inference_s=0.2,
+                teleop_fn=lambda t: TeleopState(engaged=0.6 <= t < 0.65, takeovers=0 if t < 0.6 else 1,
+                                                released_ns=0 if t < 0.65 else int(0.65e9)))
+    end = _run(host, GoalLimits(time_limit_s=1.2))
+    assert host.predicted_at[1] == pytest.approx(0.5, abs=0.021)  # its inference spans the takeover
+    assert not [t for t, *_ in host.published if 0.6 <= t < 0.75]  # the chunk inferred from 0.5 to 0.7
+    resumed = [chunk.stamp_ns for t, chunk, *_ in host.published if t >= 0.75]
+    assert resumed and min(resumed) > 0.65e9 and end.interventions == 1  # from an observation after the release

@@ -127,6 +127,8 @@ def plot(rounds: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
     for task in tasks:
         ax.plot([r["round"] for r in evaluated], [100 * r["eval"][task]["success_rate"] for r in evaluated],
                 marker="o", label=task)
+    ax.set_xticks([r["round"] for r in rounds])
+    bx.set_xticks([r["round"] for r in rounds])
     ax.set(xlabel="DAgger round (0 = starting checkpoint)", ylabel="held-out success [%]", ylim=(-5, 105),
            title="closed-loop success on held-out layouts")
     ax.legend()

@@ -12,7 +12,8 @@ RunPolicy result. Each cycle, in order:
 4. observe    a stale observation is waited for up to observation_wait_s, then the goal aborts
               naming the stale source; a bad observation aborts at once;
 5. infer      a policy exception, or actions that are not a finite (H, A) array, abort the goal;
-6. publish    the chunk (stamped with the observation's time) with its timing.
+6. publish    the chunk (stamped with the observation's time) with its timing, unless a person took
+              over while it was computed.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class Rollout:
     def run(self, limits: GoalLimits, host: RolloutHost) -> RolloutEnd:
         start = self._clock()
         end = RolloutEnd(Outcome.COMPLETED, "")
-        takeovers_before = host.teleop().takeovers - int(host.teleop().engaged)  # one under way counts
+        first = host.teleop()
+        takeovers_before = first.takeovers - int(first.engaged)  # one under way counts
+        seen_takeovers = first.takeovers
         paused_since: float | None = None
         resume_after_ns = -1
         waiting_since: float | None = None
@@ -142,6 +145,9 @@ class Rollout:
                     end.intervention_s += now - paused_since
                     paused_since, resume_after_ns, next_cycle, waiting_since = None, teleop.released_ns, now, None
                     host.on_takeover(False, end.interventions)
+                elif teleop.takeovers != seen_takeovers:  # a takeover came and went between two looks
+                    resume_after_ns, next_cycle, waiting_since = teleop.released_ns, now, None
+                seen_takeovers = teleop.takeovers
                 if now < next_cycle:
                     self._sleep(min(next_cycle - now, MAX_SLEEP_S))
                     continue
@@ -172,6 +178,9 @@ class Rollout:
                     host.log_error(f"policy returned actions of shape {np.shape(output.actions)} (expected "
                                    f"{(self.spec.horizon, self.spec.action_dim)}) or non-finite values")
                     return self._abort(end, "policy error: non-finite or mis-shaped actions")
+                after = host.teleop()
+                if after.engaged or after.takeovers != teleop.takeovers:
+                    continue  # a person took over during the inference: this chunk must not reach the arm
                 host.publish(chunk, output, timing, end.interventions)
                 end.chunks += 1
                 next_cycle = max(next_cycle + settings.replan_period_s, self._clock())
