@@ -104,8 +104,9 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
     grep -v -E '^torch([<>=!~ ;[]|$)' requirements.txt > "$VENV/requirements-no-torch.txt"
     case "$torch_mode" in
       requirements)
-        [ "$PY_VERSION" = 3.11 ] || log "NOTE: PyPI's torch for CPython $PY_VERSION is the CUDA build with its nvidia-*" \
-          "wheels (about 2.7 GB); VLA_ROS_TORCH=system (an installed torch) or a CPU wheel avoids that"
+        vpy -m pip install -q --dry-run --no-deps --no-index "$(grep -E '^torch([<>=!~ ;[]|$)' requirements.txt)" \
+            >/dev/null 2>&1 || log "NOTE: no local torch wheel for CPython $PY_VERSION: PyPI's is the CUDA build, about" \
+            "2.7 GB with its nvidia-* wheels; VLA_ROS_TORCH=system (an installed torch) or =CPU_WHEEL avoids that"
         pip_install -r requirements.txt ;;
       system|none) pip_install -r "$VENV/requirements-no-torch.txt" ;;
       pip:*) pip_install -r "$VENV/requirements-no-torch.txt" "$TORCH" ;;
