@@ -20,7 +20,11 @@ log() { printf '[setup] %s\n' "$*"; }
 trap 'echo "[setup] failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # "X.Y" of an interpreter that actually runs (a pyenv shim of an inactive version does not).
-py_version() { _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+py_version() {
+  local v
+  v="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" || return 1
+  echo "$v"
+}
 
 # 0. The interpreter: VLA_ROS_PYTHON, else the one the venv was made with, else the newest supported.
 venv_version="$(py_version "$VENV/bin/python" || true)"
