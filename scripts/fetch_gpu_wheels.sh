@@ -19,7 +19,8 @@ ros=1
 if [ "${1:-}" = --only ]; then ros=0; shift; fi
 extras=("$@")
 # The runtime closure of rclpy and the message packages as installed, without the build tools the
-# message wheels also declare (generators, CMake modules, linters): those only build interfaces.
+# message wheels also declare (generators, CMake modules, linters): those only build interfaces
+# (rosidl-parser and rosidl-generator-py stay: the generated message modules import them).
 mapfile -t pins < <("$PY" - "$ros" "${extras[@]}" <<'PY'
 import importlib.metadata as md, re, sys
 from packaging.requirements import Requirement
@@ -27,7 +28,7 @@ ros = ["ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-std-srvs", "ros-geom
        "ros-trajectory-msgs", "ros-diagnostic-msgs", "ros-action-msgs", "ros-builtin-interfaces",
        "ros-unique-identifier-msgs", "ros-rmw-fastrtps-cpp"]
 roots = (ros if sys.argv[1] == "1" else []) + sys.argv[2:]
-build_only = re.compile(r"cmake|generator|adapter|rosidl-cli|rosidl-parser|pycommon|ament-package|test-fixture|"
+build_only = re.compile(r"cmake|generator-(?!py)|adapter|rosidl-cli|pycommon|ament-package|test-fixture|"
                         r"cppcheck|cpplint|flake8|pep257|uncrustify|^empy$|^lark$|catkin|colcon")
 on_gpu_image = {"numpy", "pyyaml", "typing-extensions", "setuptools"}  # the GPU image's Python has these
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
