@@ -76,7 +76,7 @@ def test_another_python_rebuilds_venv_build_and_install(tmp_path):
 
 def test_unset_variables_keep_the_venvs_python_and_torch(tmp_path):
     """Catches: a plain `bash scripts/setup.sh` after VLA_ROS_TORCH=none switching back to torch from
-    requirements.txt, which off CPython 3.11 pulls PyPI's CUDA build (about 2.7 GB)."""
+    requirements.txt, which pulls PyPI's CUDA build (about 2.7 GB) where no CPU wheel is local."""
     root = _tree(tmp_path)
     _venv_of(root, "3.12", "none")
     run = _setup(root)
