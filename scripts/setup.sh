@@ -20,7 +20,11 @@ log() { printf '[setup] %s\n' "$*"; }
 trap 'echo "[setup] failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # "X.Y" of an interpreter that actually runs (a pyenv shim of an inactive version does not).
-py_version() { _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+py_version() {
+  local v
+  v="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" || return 1
+  echo "$v"
+}
 
 # 0. The interpreter: VLA_ROS_PYTHON, else the one the venv was made with, else the newest supported.
 venv_version="$(py_version "$VENV/bin/python" || true)"
@@ -104,8 +108,9 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
     grep -v -E '^torch([<>=!~ ;[]|$)' requirements.txt > "$VENV/requirements-no-torch.txt"
     case "$torch_mode" in
       requirements)
-        [ "$PY_VERSION" = 3.11 ] || log "NOTE: PyPI's torch for CPython $PY_VERSION is the CUDA build with its nvidia-*" \
-          "wheels (about 2.7 GB); VLA_ROS_TORCH=system (an installed torch) or a CPU wheel avoids that"
+        vpy -m pip install -q --dry-run --no-deps --no-index "$(grep -E '^torch([<>=!~ ;[]|$)' requirements.txt)" \
+            >/dev/null 2>&1 || log "NOTE: no local torch wheel for CPython $PY_VERSION: PyPI's is the CUDA build, about" \
+            "2.7 GB with its nvidia-* wheels; VLA_ROS_TORCH=system (an installed torch) or =CPU_WHEEL avoids that"
         pip_install -r requirements.txt ;;
       system|none) pip_install -r "$VENV/requirements-no-torch.txt" ;;
       pip:*) pip_install -r "$VENV/requirements-no-torch.txt" "$TORCH" ;;

@@ -26,7 +26,9 @@ def node_command(node: str, env: dict[str, str]) -> list[str]:
     env_sh = Path(other).resolve() / "scripts" / "env.sh"
     if not env_sh.is_file():
         raise FileNotFoundError(f"{POLICY_ENV_VAR}={other}: no {env_sh}")
-    return ["bash", "-c", 'source "$0" && exec python "$@"', str(env_sh)]
+    # Without this interpreter's paths: the other checkout's env.sh sets them for its own Python.
+    return ["env", "-u", "PYTHONPATH", "-u", "LD_LIBRARY_PATH", "-u", "AMENT_PREFIX_PATH",
+            "bash", "-c", 'source "$0" && exec python "$@"', str(env_sh)]
 
 
 class NodeProcesses:
