@@ -20,7 +20,6 @@ Writes <out-dir>/gpu_latency.{json,md,png} (smoke: gpu_latency_smoke.*).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import platform
@@ -30,13 +29,15 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 import torch
 import transformers
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
@@ -46,7 +47,7 @@ from vla_ros.model import onnx_export  # noqa: E402
 from vla_ros.model.checkpoint import LoadedCheckpoint, placeholder_norm_stats  # noqa: E402
 from vla_ros.model.configuration import DeepVisionConfig  # noqa: E402
 from vla_ros.model.fast_inference import StaticInference  # noqa: E402
-from vla_ros.model.modeling_deepvision import STAGES, DeepVisionVLA  # noqa: E402
+from vla_ros.model.modeling_deepvision import STAGE_PREFIX, STAGES, DeepVisionVLA  # noqa: E402
 from vla_ros.model.policy import DeepVisionPolicy  # noqa: E402
 from vla_ros.model.processing import DeepVisionProcessor, ModelInputs, build_byte_tokenizer  # noqa: E402
 
@@ -86,42 +87,19 @@ def measure(call: Callable[[], object], device: torch.device, iters: int, warmup
     return {"latency_ms": events_ms or wall_ms, "wall_ms": wall_ms}
 
 
-class CudaStageTimer:
-    """CUDA events around each stage; totals per stage after the device has finished."""
+def stage_totals_ms(prof: torch.profiler.profile, cuda: bool) -> tuple[dict[str, float], str]:
+    """Milliseconds per forward() stage from the profiler's STAGE_PREFIX ranges: on CUDA the device-side
+    ranges (GPU time) when the profiler recorded them, else the host-side ranges (wall time)."""
+    def totals(on_device: bool) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for event in prof.events():
+            if event.name.startswith(STAGE_PREFIX) and (event.device_type == DeviceType.CUDA) == on_device:
+                name = event.name[len(STAGE_PREFIX):]
+                out[name] = out.get(name, 0.0) + event.time_range.elapsed_us() / 1e3
+        return out
 
-    def __init__(self) -> None:
-        self.marks: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield
-        end.record()
-        self.marks.append((name, start, end))
-
-    def totals_ms(self) -> dict[str, float]:
-        torch.cuda.synchronize()
-        totals: dict[str, float] = {}
-        for name, start, end in self.marks:
-            totals[name] = totals.get(name, 0.0) + start.elapsed_time(end)
-        return totals
-
-
-class WallStageTimer:
-    """perf_counter around each stage (CPU: the work is done when the block returns)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start_s = time.perf_counter()
-        yield
-        self.totals[name] = self.totals.get(name, 0.0) + (time.perf_counter() - start_s) * 1e3
-
-    def totals_ms(self) -> dict[str, float]:
-        return dict(self.totals)
+    device = totals(True) if cuda else {}
+    return (device, "device") if device else (totals(False), "host")
 
 
 # ---- the setup ----
@@ -307,11 +285,16 @@ class Bench:
         for _ in range(2):  # warm-up
             with torch.inference_mode():
                 model(inputs, keep_ratio=KEEP_RATIO)
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        clock = "host"
         for _ in range(calls):
-            timer = CudaStageTimer() if self.device.type == "cuda" else WallStageTimer()
-            with torch.inference_mode(), timer("whole_forward"):
-                model(inputs, keep_ratio=KEEP_RATIO, stage_timer=timer)
-            stage_ms = timer.totals_ms()
+            with torch.profiler.profile(activities=activities) as prof:
+                with torch.inference_mode(), torch.profiler.record_function(STAGE_PREFIX + "whole_forward"):
+                    model(inputs, keep_ratio=KEEP_RATIO)
+                if cuda:
+                    torch.cuda.synchronize()
+            stage_ms, clock = stage_totals_ms(prof, cuda)
             totals.append(stage_ms.pop("whole_forward"))
             for name, value in stage_ms.items():
                 per_stage.setdefault(name, []).append(value)
@@ -321,7 +304,8 @@ class Bench:
         attributed = sum(row["p50_ms"] for row in table.values())
         return {"calls": calls, "whole_forward_p50_ms": whole_p50, "stages": table,
                 "unattributed_ms": whole_p50 - attributed,
-                "note": "eager, stage timers inserted (CUDA events per stage add a little launch overhead)"}
+                "clock": clock,
+                "note": "eager, torch.profiler ranges around each stage (the profiler adds a little overhead)"}
 
     def policy_predict(self, fast_inference: bool) -> dict[str, Any]:
         """End to end: numpy observation -> preprocessing on the device -> forward -> physical chunk on the host."""

@@ -3,7 +3,6 @@ a fixed patch selection, and stage timing hooks."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import pytest
@@ -15,7 +14,7 @@ from test.model.tiny import make_inputs, make_model, make_processor
 from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
 from vla_ros.model.configuration import DeepVisionConfig, RobotConfig
-from vla_ros.model.modeling_deepvision import STAGES
+from vla_ros.model.modeling_deepvision import STAGE_PREFIX, STAGES
 
 TWO_CAMERAS = DeepVisionConfig.tiny(robot=RobotConfig(use_proprio=True, camera_names=("front", "wrist")))
 
@@ -88,20 +87,20 @@ def test_fixed_kept_patch_index_of_the_wrong_shape_is_refused(tiny_model, tiny_p
 
 
 @pytest.mark.parametrize("baseline", [False, True], ids=["deepvision", "baseline"])
-def test_stage_timer_wraps_every_stage_in_order(baseline):
+def test_profiler_ranges_wrap_every_stage_in_order(baseline):
+    """Bug killed: a stage left out of (or mislabelled in) the per-stage timing that bench_gpu reports, or the
+    ranges changing the result: with a profiler recording, forward() opens one range per stage, in order,
+    and returns the same actions as without."""
     config = DeepVisionConfig.tiny(baseline=baseline)
     model = make_model(config)
-    seen: list[str] = []
-
-    @contextlib.contextmanager
-    def record(name: str):
-        seen.append(name)
-        yield
-
+    inputs = make_inputs(make_processor(config))
     with torch.no_grad():
-        timed = model(make_inputs(make_processor(config)), stage_timer=record)
-        untimed = model(make_inputs(make_processor(config)))
+        untimed = model(inputs)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            timed = model(inputs)
     torch.testing.assert_close(timed.actions, untimed.actions, atol=0, rtol=0)
+    seen = [e.name[len(STAGE_PREFIX):] for e in sorted(prof.events(), key=lambda e: e.time_range.start)
+            if e.name.startswith(STAGE_PREFIX)]
     expected = [s for s in STAGES if not baseline or s not in ("expert_shallow", "agvp", "coupled")]
     assert list(dict.fromkeys(seen)) == expected
     assert seen.count("llm_shallow") >= config.vlm.text.num_layers - config.coupling.num_layers

@@ -27,11 +27,12 @@ from vla_ros.model.masks import TokenKind, attention_mask, coupled_kinds, vla_ki
 from vla_ros.model.processing import ModelInputs
 from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, select_expert_patches
 
-# Stage names a StageTimer sees, in execution order. prepare: embeddings, masks, MRoPE ids and RoPE tables;
-# agvp: saliency rows, top-K, gathering the kept expert tokens and the coupled mask. With an expert_stream the
-# timer sees only the launch of expert_shallow, so time stages with expert_stream=None.
+# Stages of forward(), in execution order, as torch.profiler ranges named STAGE_PREFIX + stage (bench/bench_gpu.py
+# reads them). prepare: embeddings, masks, MRoPE ids and RoPE tables; agvp: saliency rows, top-K, gathering the
+# kept expert tokens and the coupled mask. With an expert_stream the CPU range of expert_shallow covers only its
+# launch, so time stages with expert_stream=None.
 STAGES = ("expert_shallow", "vla_vision", "prepare", "llm_shallow", "agvp", "coupled", "head")
-StageTimer = Callable[[str], ContextManager[None]]  # stage name -> context around that stage's work
+STAGE_PREFIX = "deepvision."
 # Runs one transformer layer step: layer_call(fn, *args) must return fn(*args). Training sets one to checkpoint
 # activations per layer (vla_ros.training.strategy) or to measure them (vla_ros.training.plan).
 LayerCall = Callable[..., Any]
@@ -39,8 +40,12 @@ LayerCall = Callable[..., Any]
 LayerHook = Callable[[int, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
-def _untimed(name: str) -> ContextManager[None]:
-    return contextlib.nullcontext()
+def _stage(name: str) -> ContextManager[None]:
+    """A profiler range around one stage while a torch.profiler is recording; nothing otherwise (and never
+    inside an ONNX export or a trace, whose graphs must not carry profiler ops)."""
+    if not torch.autograd._profiler_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return contextlib.nullcontext()
+    return torch.profiler.record_function(STAGE_PREFIX + name)
 
 
 @dataclasses.dataclass
@@ -102,17 +107,16 @@ class DeepVisionVLA(nn.Module):
     def forward(self, inputs: ModelInputs, target_actions: torch.Tensor | None = None,
                 keep_ratio: float | None = None, output_hidden_states: bool = False,
                 kept_patch_index: torch.Tensor | None = None, expert_stream: torch.cuda.Stream | None = None,
-                stage_timer: StageTimer | None = None, layer_hook: LayerHook | None = None) -> DeepVisionOutput:
+                layer_hook: LayerHook | None = None) -> DeepVisionOutput:
         """inputs from DeepVisionProcessor; target_actions (B, H, A) normalised -> DeepVisionOutput.
 
         kept_patch_index (B, C, K): expert patches to keep instead of AGVP's choice (no saliency is computed;
         for ablations and to measure AGVP's cost). expert_stream: a CUDA stream for the expert's shallow layers.
-        stage_timer: wraps each stage of STAGES (benchmarks); None costs nothing.
         layer_hook: called with (LLM layer index, VLA hidden states, expert tokens or None) before each LLM layer;
         what it returns replaces them (the layer-wise sensitivity analysis masks tokens this way).
         """
         cfg = self.config
-        stage = stage_timer or _untimed
+        stage = _stage
         num_queries = self.action_head.num_query_tokens  # trailing ACTION tokens: H for OFT, Q for query heads
         collect_layers = self.action_head.needs_layer_states
         layer_states: list[torch.Tensor] = []
