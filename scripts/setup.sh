@@ -15,6 +15,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 SUPPORTED="3.11 3.12"  # the CPython versions the ROS 2 Kilted wheels on PyPI are built for
 TORCH="${VLA_ROS_TORCH:-}"
+TORCH_DEPENDENTS="peft|accelerate"  # requirements that pull torch in (left out with VLA_ROS_TORCH=none)
 
 log() { printf '[setup] %s\n' "$*"; }
 trap 'echo "[setup] failed at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -106,17 +107,26 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
   else
     log "installing requirements (about a minute)"
     grep -v -E '^torch([<>=!~ ;[]|$)' requirements.txt > "$VENV/requirements-no-torch.txt"
+    # Without torch, also leave out what requires it (peft): pip would fetch PyPI's torch for it, the
+    # multi-GB CUDA build on Linux. LoRA training needs torch anyway.
+    grep -v -E "^($TORCH_DEPENDENTS)([<>=!~ ;[]|\$)" "$VENV/requirements-no-torch.txt" > "$VENV/requirements-none.txt"
     case "$torch_mode" in
       requirements)
         vpy -m pip install -q --dry-run --no-deps --no-index "$(grep -E '^torch([<>=!~ ;[]|$)' requirements.txt)" \
             >/dev/null 2>&1 || log "NOTE: no local torch wheel for CPython $PY_VERSION: PyPI's is the CUDA build, about" \
             "2.7 GB with its nvidia-* wheels; VLA_ROS_TORCH=system (an installed torch) or =CPU_WHEEL avoids that"
         pip_install -r requirements.txt ;;
-      system|none) pip_install -r "$VENV/requirements-no-torch.txt" ;;
+      system) pip_install -r "$VENV/requirements-no-torch.txt" ;;
+      none) pip_install -r "$VENV/requirements-none.txt" ;;
       pip:*) pip_install -r "$VENV/requirements-no-torch.txt" "$TORCH" ;;
     esac
   fi
   echo "$req_hash" > "$VENV/.requirements.sha256"
+fi
+if [ "$torch_mode" = none ] && vpy -m pip show -q torch >/dev/null 2>&1; then
+  echo "[setup] VLA_ROS_TORCH=none but torch got installed into $VENV (a requirement depends on it: add it" \
+       "to TORCH_DEPENDENTS in scripts/setup.sh)" >&2
+  exit 1
 fi
 if [ "$torch_mode" != none ]; then
   torch_version="$(vpy -c 'import torch; print(torch.__version__)' 2>/dev/null)" || {
