@@ -1,3 +1,4 @@
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -14,10 +15,12 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", [f for f in glob("models/*") if "." in f.rsplit("/", 1)[-1]]),
-        # one entry per checkpoint directory: data_files does not keep subfolders
-        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(p.rstrip("/") for p in glob("models/*/"))],
+        # one entry per checkpoint directory: data_files does not keep subfolders (nor should it: onnx/ beside
+        # a checkpoint is this machine's export cache, not part of the checkpoint)
+        *[(f"share/{PACKAGE}/{d}", [f for f in glob(f"{d}/*") if os.path.isfile(f)])
+          for d in sorted(p.rstrip("/") for p in glob("models/*/"))],
     ],
     install_requires=["setuptools"],
     zip_safe=False,

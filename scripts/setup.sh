@@ -170,7 +170,9 @@ fi
 
 # 5. colcon builds both packages (colcon does not look inside a package folder, so name both).
 #    The Python version is part of the hash: the interfaces' extension modules are built for it.
-build_hash="$({ echo "python=$PY_VERSION"; { find package.xml setup.py setup.cfg vla_ros_interfaces launch config models -type f 2>/dev/null || true; } \
+# (models/*/onnx/ is ONNX Runtime's export cache beside a checkpoint: not installed, not hashed)
+build_hash="$({ echo "python=$PY_VERSION"; { find package.xml setup.py setup.cfg vla_ros_interfaces launch config models \
+    -path 'models/*/onnx' -prune -o -type f -print 2>/dev/null || true; } \
   | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat install/.build.sha256 2>/dev/null)" != "$build_hash" ]; then
   if ! [ -x "$VENV/bin/colcon" ]; then
