@@ -19,9 +19,8 @@ from test.ros.sensors import SensorPublisher
 from vla_ros.config import load_config
 from vla_ros.config.policy import DEFAULT_JOINTS, PolicyNodeConfig
 from vla_ros.errors import PolicyMismatchError
-from vla_ros.model.checkpoint import load_config as load_checkpoint_config
 from vla_ros.paths import default_checkpoint_dir
-from vla_ros.ros.policy_node import PolicyNode
+from vla_ros.ros.policy_node import PolicyNode, read_contract
 from vla_ros_interfaces.action import RunPolicy
 from vla_ros_interfaces.msg import ActionChunk
 
@@ -267,8 +266,8 @@ def test_robot_template_refuses_the_shipped_simulation_checkpoint(ros):
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "config" / "robot.yaml", "policy_node", PolicyNodeConfig)
     assert cfg.checkpoint_dir == ""
-    shipped = load_checkpoint_config(default_checkpoint_dir()).robot
-    policy = RampPolicy(robot_type=shipped.robot_type, image_size_px=shipped.camera_image_size_px)
+    shipped = read_contract(default_checkpoint_dir()).spec  # config.json only: this file runs without torch too
+    policy = RampPolicy(robot_type=shipped.robot_type, image_size_px=shipped.image_size_px)
     with pytest.raises(PolicyMismatchError, match="policy trained on 'sim_arm', config drives 'my_arm' "
                                                   r"\(checkpoint_dir is empty"):
         PolicyNode(policy=policy, config=cfg, context=ros.context)
