@@ -159,7 +159,7 @@ def test_coupled_layer_is_one_softmax_over_expert_and_llm_keys(model, inputs):
             hooks.post(pair, lambda module, args, kwargs, output: calls.append((module, args, kwargs, output)))
         model(inputs)
     assert len(calls) == CONFIG.coupling.num_layers
-    for pair, (llm, expert, z, e, vla_rope, expert_rope, mask), kwargs, (z_out, e_out) in calls:
+    for pair, (llm, expert, z, e, vla_rope, expert_rope, mask, *positional_update), kwargs, (z_out, e_out) in calls:
         attn, dino = llm.self_attn, expert.attention
         x, e_normed = llm.input_layernorm(z), expert.norm1(e)
         q_z = attn.q_norm(attn.q_proj(x).view(*x.shape[:2], -1, attn.head_dim)).transpose(1, 2)
@@ -168,7 +168,7 @@ def test_coupled_layer_is_one_softmax_over_expert_and_llm_keys(model, inputs):
         q_z, k_z = apply_rotary_pos_emb(q_z, k_z, *vla_rope)
         k_e = _heads(pair.align_k(dino.k_proj(e_normed)), attn.head_dim)
         v_e = _heads(pair.align_v(dino.v_proj(e_normed)), attn.head_dim)
-        update = kwargs["update_expert"]
+        update = positional_update[0] if positional_update else kwargs["update_expert"]
         queries, rows = q_z, mask[:, e.shape[1]:]  # the last pair computes no expert rows: never read
         if update:
             q_e, k_e = apply_rotary_pos_emb(_heads(pair.align_q(dino.q_proj(e_normed)), attn.head_dim), k_e,

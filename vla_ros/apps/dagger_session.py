@@ -45,8 +45,8 @@ class DaggerSession(SimSession):
         self._thread = threading.Thread(target=self._supervise, daemon=True, name="dagger_supervisor")
         self._thread.start()
 
-    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None) -> None:
-        super()._start_nodes(checkpoint_dir, device, dataset_root)
+    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None, backend: str) -> None:
+        super()._start_nodes(checkpoint_dir, device, dataset_root, backend)
         self.procs.start("teleop_node", self.params_file, {"device": "leader"})
 
     def _make_client(self) -> None:

@@ -36,7 +36,7 @@ class TeleopSession(SimSession):
         super().__init__(log_dir, record=True, dataset_root=dataset_root, params_file=params_file,
                          startup_timeout_s=startup_timeout_s)
 
-    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None) -> None:
+    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None, backend: str) -> None:
         self.procs.start("sim_robot_node", self.params_file)
         # Demonstrations are teleop episodes through and through: no intervention marks.
         self.procs.start("recorder_node", self.params_file, {"dataset_root": str(Path(dataset_root).resolve()),

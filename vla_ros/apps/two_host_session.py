@@ -34,10 +34,10 @@ class TwoHostSession(SimSession):
         return self.procs.start(node, self.params_file, merged or None, prefix=self.spec.prefix(host),
                                 env=self.spec.env(host, self.procs.env))
 
-    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None) -> None:
+    def _start_nodes(self, checkpoint_dir: str, device: str, dataset_root: str | None, backend: str) -> None:
         self.start_node("sim_robot_node")
         self.start_node("safety_node")
-        policy_params: dict[str, Any] = {"device": device}
+        policy_params: dict[str, Any] = {"device": device, "inference_backend": backend}
         if checkpoint_dir:
             policy_params["checkpoint_dir"] = str(Path(checkpoint_dir).resolve())
         self.start_node("policy_node", policy_params)

@@ -17,7 +17,7 @@ from typing import Any
 from vla_ros.config.sim import SIM_JOINT_NAMES
 from vla_ros.config.schema import param, section
 from vla_ros.errors import ConfigError
-from vla_ros.types import ACTION_SPACES
+from vla_ros.types import ACTION_SPACES, PolicySpec
 
 CONFIG_VERSION = 1
 DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
@@ -84,6 +84,13 @@ class RobotConfig:
     @property
     def action_dim(self) -> int:
         return len(self.action_names)
+
+    def policy_spec(self) -> PolicySpec:
+        """What a policy for this robot expects and produces (policy_node checks it against its config)."""
+        return PolicySpec(joint_names=self.joint_names, action_names=self.action_names,
+                          action_space=self.action_space, horizon=self.chunk_size, dt_s=self.dt_s,
+                          camera_names=self.camera_names, image_size_px=self.camera_image_size_px,
+                          robot_type=self.robot_type)
 
 
 @dataclasses.dataclass(frozen=True)

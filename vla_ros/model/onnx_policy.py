@@ -59,9 +59,7 @@ class OnnxPolicy:
         self._model: DeepVisionVLA | None = None
         self.exported: list[str] = []  # shapes exported by this instance (the rest came from the cache)
         robot = self.config.robot
-        self._spec = PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
-                                action_space=robot.action_space, horizon=robot.chunk_size, dt_s=robot.dt_s,
-                                camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px)
+        self._spec = robot.policy_spec()
         first = self._session(self._example(self.config.prompt.instruction_token_buckets[0]), self._keep_ratio)
         self.provider = first.get_providers()[0]
         log.info("ONNX Runtime session on %s (providers %s), exports %s (%s)", self.provider, first.get_providers(),

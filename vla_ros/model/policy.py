@@ -78,10 +78,7 @@ class DeepVisionPolicy:
         self._graph_pool = torch.cuda.graph_pool_handle() if self.fast_inference and device.type == "cuda" else None
         self._keep_ratio = self.model.config.pruning.keep_ratio
         robot = self.model.config.robot
-        self._spec = PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
-                                action_space=robot.action_space, horizon=robot.chunk_size, dt_s=robot.dt_s,
-                                camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px,
-                                robot_type=robot.robot_type)
+        self._spec = robot.policy_spec()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", fast_inference: bool | None = None

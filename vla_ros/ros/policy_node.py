@@ -115,10 +115,7 @@ def read_contract(path: str | Path) -> CheckpointContract:
         robot = DeepVisionConfig.load_json(config_path).robot
     except (json.JSONDecodeError, ConfigError, TypeError) as err:
         raise CheckpointError(f"{config_path} is not a valid DeepVisionConfig: {err}") from err
-    return CheckpointContract(PolicySpec(joint_names=robot.joint_names, action_names=robot.action_names,
-                                         action_space=robot.action_space, horizon=robot.chunk_size, dt_s=robot.dt_s,
-                                         camera_names=robot.camera_names, image_size_px=robot.camera_image_size_px,
-                                         robot_type=robot.robot_type))
+    return CheckpointContract(robot.policy_spec())
 
 
 def load_policy(cfg: PolicyNodeConfig) -> Policy:
