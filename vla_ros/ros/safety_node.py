@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import Any
 
 from builtin_interfaces.msg import Duration
@@ -55,6 +56,10 @@ from vla_ros_interfaces.msg import ActionChunk as ActionChunkMsg
 
 RESET_SERVICE = "/vla/safety/reset"
 ARM_SERVICE = "/vla/safety/arm"
+# While an e-stop publisher is known but nothing was heard from it yet, the control loop waits up to this long
+# after start: a latched (transient-local) publisher's last message arrives just after discovery, and an e-stop
+# pressed before start must latch before any command.
+ESTOP_DISCOVERY_S = 1.0
 STATUS_TOPIC = "/vla/safety/status"
 CHUNK_TIMING_TOPIC = "/vla/safety/chunk_timing"  # per chunk: its age (now - stamp) on receipt
 
@@ -133,6 +138,7 @@ class SafetyNode(Node):
             event_callbacks=quiet)
         self.create_service(Trigger, RESET_SERVICE, self._on_reset)
         self.create_service(SetBool, ARM_SERVICE, self._on_arm)
+        self._started_s = time.monotonic()
         self._control_timer = self.create_timer(1.0 / cfg.control_rate_hz, self._on_tick)
         self.create_timer(1.0 / cfg.output.status_rate_hz, self._publish_status)
         where = cfg.output.topic if self._core.armed else cfg.output.dry_run_topic
@@ -211,6 +217,9 @@ class SafetyNode(Node):
     def _on_tick(self) -> None:
         cfg = self._params.current
         now_ns = self.get_clock().now().nanoseconds
+        if (not self._estop_seen and time.monotonic() - self._started_s < ESTOP_DISCOVERY_S
+                and self.count_publishers(cfg.estop.topic) > 0):
+            return  # an e-stop publisher is there but unheard: its latched message may still be on its way
         with self._lock:
             result = self._core.tick(now_ns)
             last_reason = self._core.status().last_reason if result.hold_reason is not self._last_hold else ""
