@@ -43,9 +43,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="how the scripted expert drives the arm (see above)")
     parser.add_argument("--control-rate-hz", type=float, default=20.0, help="teleop command rate")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="wall-clock limit per demonstration")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="times a demonstration that left no episode (nothing recorded) is redone")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, got {args.retries}")
     if args.seed0 < 0:
         parser.error(f"--seed0 must be >= 0, got {args.seed0}")
     return args
@@ -77,22 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recording {len(plan)} demonstrations into {dataset} (node logs in {log_dir})", flush=True)
     t0 = time.monotonic()
     results: list[dict] = []
+    unrecorded_attempts = 0
     try:
         with TeleopSession(log_dir, str(dataset), teleop_params={"control_rate_hz": args.control_rate_hz},
                            device=args.device) as session:
             with tqdm(plan, unit="episode", file=sys.stdout) as bar:
                 for task, seed in bar:
                     bar.set_description(f"{task} seed {seed}")
-                    result = session.run_demonstration(task, seed, timeout_s=args.timeout_s)
+                    for attempt in range(1 + args.retries):  # a demonstration that left no episode is redone
+                        result = session.run_demonstration(task, seed, timeout_s=args.timeout_s)
+                        if not result.get("error"):
+                            break
+                        unrecorded_attempts += 1
+                        tqdm.write(f"  {task} seed {seed}: not recorded (attempt {attempt + 1} of "
+                                   f"{1 + args.retries}): {result['error']}", file=sys.stdout)
                     results.append(result)
-                    if result.get("error"):
-                        tqdm.write(f"  {task} seed {seed}: not recorded: {result['error']}", file=sys.stdout)
                     bar.set_postfix(successes=sum(r["success"] for r in results), refresh=False)
     except SessionError as err:
         print(f"collection failed: {err}", file=sys.stderr)
         return 1
     finally:  # also after a failure: what was recorded is in the dataset
         summary = summarize(results, time.monotonic() - t0)
+        summary["unrecorded_attempts"] = unrecorded_attempts  # attempts redone because they left no episode
         summary_path = log_dir / "collection_summary.json"
         summary_path.write_text(json.dumps(summary, indent=2))
     print(f"\nkept {summary['episodes_kept']} episodes ({summary['frames']} frames), "
