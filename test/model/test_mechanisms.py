@@ -7,11 +7,14 @@ softmax written out here, never through the helper under test. Each docstring na
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb
 
 from test.model.tiny import make_inputs, make_model, make_processor, unequal_depths_config
+from vla_ros.errors import ConfigError
 from vla_ros.model import backbones
 from vla_ros.model.masks import attention_mask, vla_kinds
 
@@ -221,3 +224,47 @@ def test_expert_tokens_take_the_mrope_position_of_the_image_region_under_their_p
                 if patch in corners:
                     token = inputs.visual_index[camera, corners[patch]]
                     assert got.tolist() == vla[:, b, token].float().tolist(), (b, camera, patch)
+
+
+def _shallow_config():
+    return dataclasses.replace(CONFIG, coupling=dataclasses.replace(CONFIG.coupling, llm_layers="shallow"),
+                               pruning=dataclasses.replace(CONFIG.pruning, keep_ratio=1.0))
+
+
+def test_shallow_coupling_joins_the_first_llm_layers_with_the_last_expert_layers_on_every_patch(inputs):
+    """coupling.llm_layers=shallow (the ablation): pair j couples LLM layer j with expert layer E-n+j, every
+    expert patch enters (no layer precedes for AGVP), and the coupled output differs from the deep placement's.
+
+    Kills: the option being ignored (pairs still at the last LLM layers), the placement moving the expert side
+    too (first expert layers), and a shallow model that still prunes from a saliency it cannot have.
+    """
+    shallow = make_model(_shallow_config())
+    deep = make_model(CONFIG)  # same seed: the same weights, only the placement differs
+    llm_layers, expert_layers = backbones.text_layers(shallow.vlm), backbones.expert_layers(shallow.expert)
+    pairs: list[tuple[int, int]] = []
+
+    def on_pair(module, args, kwargs):
+        pairs.append((next(i for i, layer in enumerate(llm_layers) if layer is args[0]),
+                      next(i for i, layer in enumerate(expert_layers) if layer is args[1])))
+
+    with Recorder() as hooks, torch.no_grad():
+        for pair in shallow.pairs:
+            hooks.pre(pair, on_pair)
+        out = shallow(inputs)
+        deep_out = deep(inputs, keep_ratio=1.0)
+    assert pairs == [(0, 2), (1, 3), (2, 4)]
+    grid_h, grid_w = CONFIG.expert.patch_grid
+    assert out.saliency is None
+    assert out.kept_patch_index.tolist() == [[list(range(grid_h * grid_w))] * 2] * 2
+    assert not torch.allclose(out.actions, deep_out.actions, atol=1e-4)
+
+
+def test_shallow_coupling_refuses_a_pruning_ratio_it_cannot_apply():
+    """Kills: a shallow-coupled model silently ignoring keep_ratio < 1 (config, run-time setter or forward)."""
+    with pytest.raises(ConfigError, match="keep_ratio"):
+        dataclasses.replace(CONFIG, coupling=dataclasses.replace(CONFIG.coupling, llm_layers="shallow"))
+    model = make_model(_shallow_config())
+    with pytest.raises(ConfigError, match="shallow"):
+        model.set_keep_ratio(0.5)
+    with pytest.raises(ConfigError, match="shallow"):
+        model(make_inputs(make_processor(_shallow_config())), keep_ratio=0.5)

@@ -169,7 +169,7 @@ def analyse(model: DeepVisionVLA, processor: DeepVisionProcessor, frames: Sequen
             saliency_fraction: float = 0.25, seed: int = 0) -> SensitivityResult:
     config = model.config
     num_layers = config.vlm.text.num_layers
-    coupled = list(range(num_layers - config.coupling.num_layers, num_layers)) if model.expert is not None else []
+    coupled = list(config.coupled_llm_layers) if model.expert is not None else []
     grid = config.vlm.token_grid
     rng = np.random.default_rng(seed)
     roi_change = np.zeros(num_layers)

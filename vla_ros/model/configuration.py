@@ -22,6 +22,7 @@ from vla_ros.types import ACTION_SPACES, PolicySpec
 CONFIG_VERSION = 1
 DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
 EXPERT_POSITION_MODES = ("mrope_grid", "fixed", "none")
+COUPLED_LLM_LAYERS = ("deep", "shallow")
 ALIGNER_NORM_POSITIONS = ("after", "before")
 EXPERT_OUTPUT_MODES = ("back_projection", "replace_o_proj")
 SALIENCY_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -246,6 +247,9 @@ class CouplingConfig:
 
     num_layers: int = param(16, "n coupled pairs: the last n expert layers with the last n LLM layers "
                             "[S DV §4.1]; 0 = QwenVLA-OFT baseline (expert must then be None)")
+    llm_layers: str = param("deep", "Which n LLM layers the expert joins: deep = the last n (the paper); shallow = "
+                            "the first n (the ablation of §3.2's claim; no LLM layer precedes them, so no AGVP: "
+                            "pruning.keep_ratio must be 1.0)", choices=COUPLED_LLM_LAYERS)
     expert_positions: str = param("mrope_grid", "RoPE of expert tokens in the shared attention "
                                   "(deepvision_vla.md §5.4): mrope_grid = the image position under each patch "
                                   "[I, recommended]; fixed = the image start; none = no rotation",
@@ -262,6 +266,7 @@ class CouplingConfig:
     def __post_init__(self) -> None:
         if self.num_layers < 0:
             _fail("coupling.num_layers", self.num_layers, "must be >= 0")
+        _check_choice("coupling.llm_layers", self.llm_layers, COUPLED_LLM_LAYERS)
         _check_choice("coupling.expert_positions", self.expert_positions, EXPERT_POSITION_MODES)
         _check_choice("coupling.aligner_norm_position", self.aligner_norm_position, ALIGNER_NORM_POSITIONS)
         _check_choice("coupling.expert_output", self.expert_output, EXPERT_OUTPUT_MODES)
@@ -358,6 +363,11 @@ class DeepVisionConfig:
         if n > text.num_layers or n > self.expert.num_layers:
             _fail("coupling.num_layers", n,
                   f"must be <= vlm.text.num_layers={text.num_layers} and expert.num_layers={self.expert.num_layers}")
+        if self.coupling.llm_layers == "shallow":
+            if self.pruning.keep_ratio != 1.0:
+                _fail("pruning.keep_ratio", self.pruning.keep_ratio, "must be 1.0 with coupling.llm_layers=shallow "
+                      "(AGVP reads LLM layers before the coupled ones, and none precede the first layer)")
+            return
         first_coupled = text.num_layers - n
         if self.pruning.saliency_layers[-1] >= first_coupled:
             _fail("pruning.saliency_layers", self.pruning.saliency_layers,
@@ -366,6 +376,17 @@ class DeepVisionConfig:
     @property
     def uses_expert(self) -> bool:
         return self.expert is not None
+
+    @property
+    def coupled_llm_layers(self) -> range:
+        """Indices of the LLM layers the expert joins (the last n, or the first n when llm_layers=shallow)."""
+        n, total = self.coupling.num_layers, self.vlm.text.num_layers
+        return range(0, n) if self.coupling.llm_layers == "shallow" else range(total - n, total)
+
+    @property
+    def uses_agvp(self) -> bool:
+        """AGVP needs LLM layers before the coupled block to read the action-to-vision attention from."""
+        return self.expert is not None and self.coupling.llm_layers == "deep"
 
     @classmethod
     def paper(cls, vlm_dir: str | None = None, expert_dir: str | None = None, baseline: bool = False,

@@ -89,7 +89,11 @@ class DeepVisionVLA(nn.Module):
         return cls(config, vlm=vlm, expert=expert).to(dtype)
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        self.keep_ratio = check_keep_ratio(keep_ratio)
+        keep_ratio = check_keep_ratio(keep_ratio)
+        if self.config.expert is not None and not self.config.uses_agvp and keep_ratio != 1.0:
+            raise ConfigError(f"keep_ratio {keep_ratio}: this model couples the expert to the first LLM layers "
+                              "(coupling.llm_layers=shallow), so no layer precedes them for AGVP; only 1.0 is valid")
+        self.keep_ratio = keep_ratio
 
     def kept_patches_per_camera(self, keep_ratio: float | None = None) -> int:
         if self.config.expert is None:
@@ -122,8 +126,9 @@ class DeepVisionVLA(nn.Module):
         layer_states: list[torch.Tensor] = []
         language = self.vlm.language_model
         layers = backbones.text_layers(self.vlm)
-        num_coupled = cfg.coupling.num_layers
         visual_index = inputs.visual_index  # (C, Nv)
+        if keep_ratio is not None and self.expert is not None and not cfg.uses_agvp and keep_ratio != 1.0:
+            raise ConfigError(f"keep_ratio {keep_ratio}: with coupling.llm_layers=shallow no AGVP runs; only 1.0")
 
         # §5.5 step 2: expert embeddings and its shallow (uncoupled) layers.
         expert_tokens = None
@@ -147,62 +152,65 @@ class DeepVisionVLA(nn.Module):
             positions = self._vla_positions(kinds, visual_index)  # (3, B, N)
             rope = language.rotary_emb(z, positions)
 
-        # §5.5 step 3: shallow LLM layers; AGVP reads the action rows of the saliency layers.
-        saliency_sum = None
-        use_agvp = self.expert is not None and kept_patch_index is None
+        # §5.5 steps 3-5, one LLM layer at a time: uncoupled layers run alone (the ones before the coupled block
+        # give AGVP its action rows); at the first coupled layer AGVP picks the expert patches (one index set for
+        # all coupled layers), then each coupled layer shares attention with one expert layer, expert tokens first
+        # in the shared attention (Fig. 3c). The coupled block is the last n layers, or the first n (ablation).
+        saliency_sum = saliency = kept_index = None
+        use_agvp = cfg.uses_agvp and kept_patch_index is None
         saliency_layers = set(cfg.pruning.saliency_layers) if use_agvp else set()
-        for index in range(len(layers) - num_coupled):
-            if layer_hook is not None:
-                z, _ = layer_hook(index, z, None)
-            with stage("llm_shallow"):
-                z, q, k = self._layer(decoder_layer_forward, layers[index], z, rope, mask)
-            if index in saliency_layers:
-                with stage("agvp"), torch.no_grad():
-                    layer_map = action_to_vision_saliency(q[:, :, -num_queries:], k, mask[:, -num_queries:],
-                                                          visual_index,
-                                                          layers[index].self_attn.scaling, cfg.pruning.renormalize)
-                    saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
+        coupled = cfg.coupled_llm_layers if self.expert is not None else range(0)
+        expert_layer_list = backbones.expert_layers(self.expert) if self.expert is not None else []
+        expert_states: list[torch.Tensor] = []
+        e = coupled_mask = expert_rope = None
+        for index in range(len(layers)):
+            if index not in coupled:
+                if layer_hook is not None:
+                    z, _ = layer_hook(index, z, None)
+                with stage("llm_shallow"):
+                    z, q, k = self._layer(decoder_layer_forward, layers[index], z, rope, mask)
+                if index in saliency_layers:
+                    with stage("agvp"), torch.no_grad():
+                        layer_map = action_to_vision_saliency(q[:, :, -num_queries:], k, mask[:, -num_queries:],
+                                                              visual_index, layers[index].self_attn.scaling,
+                                                              cfg.pruning.renormalize)
+                        saliency_sum = layer_map if saliency_sum is None else saliency_sum + layer_map
+            else:
+                j = index - coupled.start
+                if j == 0:
+                    with stage("agvp"):
+                        if use_agvp:
+                            grid_h, grid_w = cfg.vlm.token_grid
+                            saliency = (saliency_sum / len(saliency_layers)).view(z.shape[0], -1, grid_h, grid_w)
+                            keep = self.kept_patches_per_camera(keep_ratio)
+                            kept_index = select_expert_patches(saliency, cfg.expert.patch_grid, keep,
+                                                               cfg.pruning.interpolation)
+                        elif kept_patch_index is not None:
+                            kept_index = self._check_kept_index(kept_patch_index, z.shape[0])
+                        else:  # no layer precedes the coupled block: every patch, in raster order
+                            kept_index = self._all_patches(z.shape[0], z.device)
+                        if expert_stream is not None:  # join: the expert's shallow layers ran on the side stream
+                            torch.cuda.current_stream(z.device).wait_stream(expert_stream)
+                        e, expert_rope, cameras = self._keep_expert_tokens(expert_tokens, kept_index, positions,
+                                                                           visual_index)
+                        coupled_mask = attention_mask(coupled_kinds(kinds, e.shape[1]),
+                                                      torch.cat([cameras, cameras.new_full((z.shape[1],), -1)]))
+                if output_hidden_states:
+                    expert_states.append(e)
+                pair = self.pairs[0 if cfg.coupling.share_aligners else j]
+                update = j < len(coupled) - 1
+                if layer_hook is not None:
+                    z, e = layer_hook(index, z, e)
+                with stage("coupled"):
+                    z, e_next = self._layer(pair, layers[index],
+                                            expert_layer_list[len(expert_layer_list) - len(coupled) + j],
+                                            z, e, rope, expert_rope, coupled_mask, update)
+                e = e_next if update else e
             if index < len(deepstack):  # DeepStack: early visual features added after LLM layers 0, 1, 2
                 with stage("llm_shallow"):
                     z = z.index_add(1, visual_index.flatten(), deepstack[index].to(z.dtype))
             if collect_layers:
                 layer_states.append(z)
-
-        saliency = kept_index = None
-        expert_states: list[torch.Tensor] = []
-        if self.expert is not None:
-            # §5.5 step 4: AGVP, one index set for all coupled layers.
-            with stage("agvp"):
-                if use_agvp:
-                    grid_h, grid_w = cfg.vlm.token_grid
-                    saliency = (saliency_sum / len(saliency_layers)).view(z.shape[0], -1, grid_h, grid_w)
-                    keep = self.kept_patches_per_camera(keep_ratio)
-                    kept_index = select_expert_patches(saliency, cfg.expert.patch_grid, keep,
-                                                       cfg.pruning.interpolation)
-                else:
-                    kept_index = self._check_kept_index(kept_patch_index, z.shape[0])
-                if expert_stream is not None:  # join: the expert's shallow layers ran on the side stream
-                    torch.cuda.current_stream(z.device).wait_stream(expert_stream)
-                e, expert_rope, cameras = self._keep_expert_tokens(expert_tokens, kept_index, positions, visual_index)
-                coupled_mask = attention_mask(coupled_kinds(kinds, e.shape[1]),
-                                              torch.cat([cameras, cameras.new_full((z.shape[1],), -1)]))
-
-            # §5.5 step 5: coupled layers, expert tokens first in the shared attention (Fig. 3c).
-            expert_layer_list = backbones.expert_layers(self.expert)
-            for j in range(num_coupled):
-                if output_hidden_states:
-                    expert_states.append(e)
-                pair = self.pairs[0 if cfg.coupling.share_aligners else j]
-                update = j < num_coupled - 1
-                if layer_hook is not None:
-                    z, e = layer_hook(len(layers) - num_coupled + j, z, e)
-                with stage("coupled"):
-                    z, e_next = self._layer(pair, layers[len(layers) - num_coupled + j],
-                                            expert_layer_list[len(expert_layer_list) - num_coupled + j],
-                                            z, e, rope, expert_rope, coupled_mask, update)
-                e = e_next if update else e
-                if collect_layers:
-                    layer_states.append(z)
 
         # §5.5 step 6: final norm and the action head on the query tokens (the H action tokens for OFT).
         with stage("head"):
@@ -258,6 +266,12 @@ class DeepVisionVLA(nn.Module):
     def _layer(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One layer step through the layer_call hook (activation checkpointing); a plain call without one."""
         return fn(*args) if self.layer_call is None else self.layer_call(fn, *args)
+
+    def _all_patches(self, batch: int, device: torch.device) -> torch.Tensor:
+        """(B, C, P): every expert patch of every camera, raster order (shallow coupling: nothing to prune by)."""
+        grid_h, grid_w = self.config.expert.patch_grid
+        cameras = len(self.config.robot.camera_names)
+        return torch.arange(grid_h * grid_w, device=device).expand(batch, cameras, -1)
 
     def _check_kept_index(self, kept_patch_index: torch.Tensor, batch: int) -> torch.Tensor:
         """A caller's fixed patch selection must be (B, C, K) long with 1 <= K <= patches per camera."""

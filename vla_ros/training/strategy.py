@@ -146,14 +146,17 @@ def fsdp_units(model: DeepVisionVLA) -> list[list[nn.Module]]:
     units: list[list[nn.Module]] = [[model.vlm.language_model.embed_tokens]]
     units += [_owners(block) for block in model.vlm.visual.blocks]
     layers = backbones.text_layers(model.vlm)
-    num_coupled = cfg.coupling.num_layers
+    coupled_llm = cfg.coupled_llm_layers if model.expert is not None else range(0)
     if model.expert is not None:
         expert_layers = backbones.expert_layers(model.expert)
         shallow, coupled = expert_layer_indices(cfg)
         units += [[expert_layers[i]] for i in shallow]  # called as modules (layer(tokens, ...))
-    units += [_owners(layer) for layer in layers[: len(layers) - num_coupled]]
-    for j in range(num_coupled):
-        llm_layer, expert_layer, pair = layers[len(layers) - num_coupled + j], expert_layers[coupled[j]], model.pairs[j]
+    for index, llm_layer in enumerate(layers):
+        if index not in coupled_llm:
+            units.append(_owners(llm_layer))
+            continue
+        j = index - coupled_llm.start
+        expert_layer, pair = expert_layers[coupled[j]], model.pairs[j]
         unused: list[nn.Module] = []
         if pair.align_q is None:  # the last pair never updates the expert stream: most of its layer never runs
             used = {expert_layer.norm1, expert_layer.attention.k_proj, expert_layer.attention.v_proj}
