@@ -179,6 +179,19 @@ def test_task_filter_keeps_only_episodes_of_the_named_tasks(recorded_dataset):
         ChunkDataset([str(recorded_dataset)], chunk_size=8, task_filter=("no such task",))
 
 
+def test_success_only_leaves_out_failed_demonstrations(tmp_path):
+    """Catches success_only being ignored: the failed demonstrations (the expert dropped the cup) would be
+    imitated like the good ones."""
+    root = write_dataset(tmp_path / "mixed", episodes=4, frames=FRAMES, failed=(1, 2))
+    assert len(ChunkDataset([str(root)], chunk_size=8)) == 4 * FRAMES
+    dataset = ChunkDataset([str(root)], chunk_size=8, success_only=True)
+    assert len(dataset) == 2 * FRAMES and dataset.filtered_out == 2
+    assert [record.episode_index for record in dataset.episodes] == [0, 3]
+    failed = write_dataset(tmp_path / "failed", episodes=1, frames=FRAMES, failed=(0,))
+    with pytest.raises(RecordingError, match="not successful"):
+        ChunkDataset([str(failed)], chunk_size=8, success_only=True)
+
+
 def test_source_filter_and_intervention_weight(tmp_path):
     """Catches intervention frames that are not told apart from policy frames (filter, mask and weight):
     DAgger's corrections would then count no more than the policy's own mistakes."""

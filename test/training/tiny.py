@@ -43,11 +43,12 @@ def image(positions: np.ndarray, frame: int) -> np.ndarray:
     return rgb
 
 
-def write_dataset(root: Path, episodes: int = 6, frames: int = 24, intervention: tuple[int, int] | None = None
-                  ) -> Path:
+def write_dataset(root: Path, episodes: int = 6, frames: int = 24, intervention: tuple[int, int] | None = None,
+                  failed: tuple[int, ...] = ()) -> Path:
     """A LeRobot v3 dataset of `episodes` x `frames` frames at FPS, one 64x64 camera 'front'.
 
     intervention=(first, end): policy episodes whose frames first..end-1 are marked as an intervention.
+    failed: indices of episodes recorded with is_success=False (the others are successful).
     """
     spec = DatasetSpec(ROBOT_TYPE, FPS, JOINTS, JOINTS, (CameraSpec("front", *IMAGE_HW),))
     period_ns = 1_000_000_000 // FPS
@@ -63,7 +64,7 @@ def write_dataset(root: Path, episodes: int = 6, frames: int = 24, intervention:
                 writer.add_image("front", image(positions[k], k), stamp_ns)
                 writer.add_joint_state(positions[k], stamp_ns)
                 writer.add_command(positions[k + 1], stamp_ns)
-            summary = writer.stop_episode(keep=True, is_success=True)
+            summary = writer.stop_episode(keep=True, is_success=episode not in failed)
             assert summary.kept and summary.frame_count == frames, summary.message
     return root
 

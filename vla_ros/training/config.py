@@ -40,6 +40,8 @@ class TrainConfig:
                                       "LeRobot v3 dataset); every one must share joints, actions and fps")
     task_filter: tuple[str, ...] = param((), "Train only on episodes whose task instruction contains one of "
                                          "these strings (e.g. pour); empty: every episode")
+    success_only: bool = param(False, "Train only on episodes recorded as successful (is_success): leaves out "
+                               "the failed demonstrations a scripted expert or a tired operator recorded")
     source_filter: tuple[str, ...] = param((), "Train only on frames whose recorded source is one of these "
                                            "(teleop, policy, scripted, intervention), and supervise only chunk "
                                            "steps of those sources; empty: every frame")

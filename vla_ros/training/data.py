@@ -196,7 +196,7 @@ class ChunkDataset(Dataset):
                  image_size_px: tuple[int, int] | None = None, action_stride_frames: int = 1,
                  action_space: str = "joint_position", frame_cache_mb: int = 2048,
                  task_filter: Sequence[str] = (), source_filter: Sequence[str] = (),
-                 intervention_weight: float = 1.0) -> None:
+                 intervention_weight: float = 1.0, success_only: bool = False) -> None:
         if chunk_size < 1 or action_stride_frames < 1:
             raise ConfigError(f"chunk_size={chunk_size}, action_stride_frames={action_stride_frames}: both >= 1")
         sources = [_Source(r) for r in roots]
@@ -212,11 +212,14 @@ class ChunkDataset(Dataset):
         self.tasks: list[str] = []
         self._task_ids: dict[str, int] = {}
         self.skipped: list[SkippedEpisode] = []
-        self.filtered_out = 0  # episodes of other tasks (task_filter): left out on purpose, not skipped
+        self.filtered_out = 0  # episodes of other tasks (task_filter) or failed (success_only): left out on purpose
         self.episodes: list[EpisodeRecord] = []
         for source in sources:
             for episode in source.reader.episodes:
                 if task_filter and not any(part in task for task in episode.tasks for part in task_filter):
+                    self.filtered_out += 1
+                    continue
+                if success_only and not episode.is_success:
                     self.filtered_out += 1
                     continue
                 try:
@@ -230,15 +233,16 @@ class ChunkDataset(Dataset):
                 self.episodes.append(record)
         if not self.episodes:
             raise RecordingError(f"no usable episode in {[str(s.root) for s in sources]} ({len(self.skipped)} "
-                                 f"skipped, {self.filtered_out} of other tasks than {list(task_filter)} or "
-                                 f"without frames of sources {list(self.source_filter)})")
+                                 f"skipped, {self.filtered_out} of other tasks than {list(task_filter)}, "
+                                 f"without frames of sources {list(self.source_filter)}"
+                                 f"{' or not successful' if success_only else ''})")
         self._starts = np.cumsum([0] + [e.sample_count for e in self.episodes])
         self._broken: set[int] = set()
         self._cache: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit_bytes = frame_cache_mb << 20
-        log.info("training data: %d frames in %d episodes from %d dataset(s), %d episode(s) skipped, "
-                 "%d of other tasks or sources left out, %d intervention frames", len(self), len(self.episodes),
+        log.info("training data: %d frames in %d episodes from %d dataset(s), %d episode(s) skipped, %d left out "
+                 "by the task, source or success filters, %d intervention frames", len(self), len(self.episodes),
                  len(sources), len(self.skipped), self.filtered_out, self.intervention_frames)
 
     # ---- scanning ----

@@ -90,7 +90,8 @@ class Trainer:
                                     action_stride_frames=config.action_stride_frames,
                                     action_space=config.action_space, frame_cache_mb=config.frame_cache_mb,
                                     task_filter=config.task_filter, source_filter=config.source_filter,
-                                    intervention_weight=config.intervention_weight)
+                                    intervention_weight=config.intervention_weight,
+                                    success_only=config.success_only)
         model_cfg = model_setup.model_config(config, self.dataset.interface)
         self.fingerprint = _fingerprint(self.dataset)
         if trainer_state is not None:  # before building the model: refuse early
