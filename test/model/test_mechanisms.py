@@ -259,12 +259,22 @@ def test_shallow_coupling_joins_the_first_llm_layers_with_the_last_expert_layers
     assert not torch.allclose(out.actions, deep_out.actions, atol=1e-4)
 
 
-def test_shallow_coupling_refuses_a_pruning_ratio_it_cannot_apply():
-    """Kills: a shallow-coupled model silently ignoring keep_ratio < 1 (config, run-time setter or forward)."""
+def test_shallow_coupling_config_refuses_pruning_and_ignores_the_run_time_ratio_like_the_baseline(inputs):
+    """The config refuses keep_ratio < 1 with shallow coupling (nothing precedes the coupled block to prune by);
+    policy_node's live keep_ratio (0.5 in sim.yaml) then has no effect, as on the baseline, instead of failing
+    every chunk.
+
+    Kills: a shallow config that claims a pruning it never does, and a run-time ratio that prunes (or crashes)
+    a model without AGVP.
+    """
     with pytest.raises(ConfigError, match="keep_ratio"):
         dataclasses.replace(CONFIG, coupling=dataclasses.replace(CONFIG.coupling, llm_layers="shallow"))
     model = make_model(_shallow_config())
-    with pytest.raises(ConfigError, match="shallow"):
-        model.set_keep_ratio(0.5)
-    with pytest.raises(ConfigError, match="shallow"):
-        model(make_inputs(make_processor(_shallow_config())), keep_ratio=0.5)
+    with torch.no_grad():
+        full = model(inputs)
+        model.set_keep_ratio(0.25)
+        after = model(inputs, keep_ratio=0.25)
+    grid_h, grid_w = CONFIG.expert.patch_grid
+    assert model.kept_patches_per_camera() == grid_h * grid_w
+    assert after.kept_patch_index.shape[-1] == grid_h * grid_w
+    torch.testing.assert_close(after.actions, full.actions)

@@ -63,7 +63,8 @@ class PolicyNodeConfig:
         5.0, "How long a goal waits for a fresh observation before it aborts naming the stale topic.",
         range=(0.0, 120.0), dynamic=True)
     keep_ratio: float = param(0.5, "AGVP: fraction of vision-expert patches kept (applies from the next "
-                              "chunk).", range=(0.05, 1.0), dynamic=True)
+                              "chunk; no effect on a checkpoint without AGVP: the baseline, shallow coupling).",
+                              range=(0.05, 1.0), dynamic=True)
     new_goal_policy: str = param(
         "reject", "While a goal runs, a new goal is rejected (reject: the running task is never cut short "
                   "by accident) or replaces it (preempt: the running goal aborts).",

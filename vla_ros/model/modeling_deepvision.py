@@ -89,16 +89,15 @@ class DeepVisionVLA(nn.Module):
         return cls(config, vlm=vlm, expert=expert).to(dtype)
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        keep_ratio = check_keep_ratio(keep_ratio)
-        if self.config.expert is not None and not self.config.uses_agvp and keep_ratio != 1.0:
-            raise ConfigError(f"keep_ratio {keep_ratio}: this model couples the expert to the first LLM layers "
-                              "(coupling.llm_layers=shallow), so no layer precedes them for AGVP; only 1.0 is valid")
-        self.keep_ratio = keep_ratio
+        """AGVP's run-time ratio; like the baseline, a model without AGVP (shallow coupling) keeps every patch."""
+        self.keep_ratio = check_keep_ratio(keep_ratio)
 
     def kept_patches_per_camera(self, keep_ratio: float | None = None) -> int:
         if self.config.expert is None:
             return 0
         grid_h, grid_w = self.config.expert.patch_grid
+        if not self.config.uses_agvp:
+            return grid_h * grid_w
         return kept_patch_count(self.keep_ratio if keep_ratio is None else keep_ratio, grid_h * grid_w)
 
     def parameter_counts(self) -> dict[str, int]:
@@ -127,8 +126,6 @@ class DeepVisionVLA(nn.Module):
         language = self.vlm.language_model
         layers = backbones.text_layers(self.vlm)
         visual_index = inputs.visual_index  # (C, Nv)
-        if keep_ratio is not None and self.expert is not None and not cfg.uses_agvp and keep_ratio != 1.0:
-            raise ConfigError(f"keep_ratio {keep_ratio}: with coupling.llm_layers=shallow no AGVP runs; only 1.0")
 
         # §5.5 step 2: expert embeddings and its shallow (uncoupled) layers.
         expert_tokens = None
