@@ -283,14 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         boxes = json.loads(Path(args.roi_boxes).read_text()) if args.roi_boxes else None
         results: dict[str, SensitivityResult] = {}
+        probe_frames: dict[tuple, list[ProbeFrame]] = {}  # checkpoints of one robot interface share their frames
         for label, path in zip(labels, checkpoints):
             loaded = load_checkpoint(path)
             robot = loaded.model.config.robot
-            if args.dataset:
-                frames = dataset_frames(Path(args.dataset), args.frames, robot.camera_names, boxes, args.seed0)
-            else:
-                frames = sim_frames(args.frames, args.seed0, args.tasks, robot.camera_names, robot.joint_names)
-            results[label] = analyse(loaded.model, loaded.processor, frames, args.saliency_fraction, args.seed0)
+            key = (robot.camera_names, robot.joint_names)
+            if key not in probe_frames:
+                probe_frames[key] = (
+                    dataset_frames(Path(args.dataset), args.frames, robot.camera_names, boxes, args.seed0)
+                    if args.dataset else
+                    sim_frames(args.frames, args.seed0, args.tasks, robot.camera_names, robot.joint_names))
+            results[label] = analyse(loaded.model, loaded.processor, probe_frames[key], args.saliency_fraction,
+                                     args.seed0)
     except (VlaRosError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
