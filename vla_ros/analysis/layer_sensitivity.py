@@ -233,7 +233,7 @@ def plot(results: dict[str, SensitivityResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4 + 0.25 * len(results)))
     for label, result in results.items():
         line, = ax.plot(result.layers, result.roi_change, marker="o", label=f"{label}: ROI masked")
         ax.plot(result.layers, result.background_change, linestyle="--", color=line.get_color(),
@@ -244,8 +244,11 @@ def plot(results: dict[str, SensitivityResult], path: Path) -> None:
     ax.set_xlabel("LLM layer whose input visual tokens are zeroed")
     ax.set_ylabel("mean squared action change (normalised)")
     ax.set_xticks(next(iter(results.values())).layers)
+    values = [v for r in results.values() for v in (*r.roi_change, *r.background_change)]
+    if values and min(values) > 0:  # changes span decades: deep layers are invisible on a linear axis
+        ax.set_yscale("log")
     ax.set_title("Layer-wise visual sensitivity\n(shaded: layers coupled to the vision expert)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
