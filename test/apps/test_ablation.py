@@ -89,3 +89,10 @@ def test_bad_arguments_are_refused(tmp_path):
         ablation._args(["--dataset", "d", "--output", str(tmp_path), "--episodes", "0"])
     with pytest.raises(SystemExit):
         ablation._args(["--dataset", "d", "--output", str(tmp_path), "--variants", "no_such_variant"])
+
+
+def test_success_intervals_are_wilson_scores():
+    """Catches a normal-approximation interval (zero width at 0/20 and 20/20, the rows that need one most)."""
+    assert ablation.wilson_interval(10, 20) == pytest.approx((0.2993, 0.7007), abs=1e-4)
+    assert ablation.wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+    assert ablation.wilson_interval(20, 20) == pytest.approx((0.8389, 1.0), abs=1e-4)

@@ -283,14 +283,33 @@ def _final_loss(log: dict[str, Any]) -> float | None:
     return round(statistics.mean(e["l1"] for e in entries), 4) if entries else None
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate: with 20 episodes a row's rate is known to about +-20 %."""
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * ((rate * (1 - rate) / trials + z * z / (4 * trials * trials)) ** 0.5) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _success_cell(row: dict[str, Any], task: str) -> str:
+    successes, episodes = row.get(f"{task}_successes"), row.get(f"{task}_episodes")
+    if successes is None:
+        return "-"
+    low, high = wilson_interval(successes, episodes)
+    return f"{successes}/{episodes} ({low:.0%}-{high:.0%})"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    header = ("| variant | parameters | pour success | pour score | write success | write score | "
+    header = ("| variant | parameters | pour success (95 % interval) | pour score | write success (95 % interval) "
+              "| write score | "
               "chunk latency p50 (closed loop) | forward alone (1 thread) | final train L1 | training wall |")
     lines = [header, "|" + " --- |" * header.count(" | ") + " --- |"]
     for r in rows:
         lines.append(
-            f"| {r['label']} | {r['parameters']:,} | {r.get('pour_successes')}/{r.get('pour_episodes')} | "
-            f"{r.get('pour_mean_score')} | {r.get('write_successes')}/{r.get('write_episodes')} | "
+            f"| {r['label']} | {r['parameters']:,} | {_success_cell(r, 'pour')} | "
+            f"{r.get('pour_mean_score')} | {_success_cell(r, 'write')} | "
             f"{r.get('write_mean_score')} | {r['chunk_latency_p50_ms']} ms | {r['forward_ms']} ms | "
             f"{r['final_train_l1']} | {r['train_wall_s']} s |")
     return "\n".join(lines)
