@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,56 @@ def test_a_checkout_without_env_sh_is_refused_by_name(tmp_path):
     """Catches: a typo in VLA_ROS_POLICY_ENV surfacing as a node that dies with bash's error."""
     with pytest.raises(FileNotFoundError, match="VLA_ROS_POLICY_ENV=.*scripts/env.sh"):
         node_command("policy_node", {"VLA_ROS_POLICY_ENV": str(tmp_path)})
+
+
+_APP = """
+import sys, time
+from vla_ros.apps.processes import NodeProcesses
+with NodeProcesses(sys.argv[1]) as procs:
+    print(procs.start("safety_node").pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_an_app_killed_by_any_signal_leaves_no_node_behind(tmp_path, kill_signal):
+    """Catches: nodes outliving the app that started them. They run in their own sessions (Ctrl-C in a
+    terminal must not reach them before the app stops them), so `kill APP` (SIGTERM's default action skips
+    every cleanup) or SIGKILL orphaned them all; an ablation stopped that way left 12 nodes running.
+    SIGTERM must unwind like Ctrl-C (exit 143, nodes stopped by the app); SIGKILL must still take them down."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50))
+    app = subprocess.Popen([sys.executable, "-c", _APP, str(tmp_path / "logs")], stdout=subprocess.PIPE,
+                           env=env, text=True)
+    node_pid = None
+    try:
+        node_pid = int(app.stdout.readline())
+        log = tmp_path / "logs" / "safety_node.log"
+        assert _wait_for(lambda: "ready:" in log.read_text(), 120), log.read_text()
+        app.send_signal(kill_signal)
+        code = app.wait(timeout=60)
+        assert code == (143 if kill_signal == signal.SIGTERM else -signal.SIGKILL)
+        assert _wait_for(lambda: not _alive(node_pid), 30), f"safety_node {node_pid} outlived the app"
+    finally:
+        if app.poll() is None:
+            app.kill()
+        if node_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node_pid, signal.SIGKILL)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 
 POLICY_ENV_VAR = "VLA_ROS_POLICY_ENV"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM (a node's clean shutdown) when the process
+    that started it dies, even by SIGKILL, so a killed app leaves no node behind. (Tied to the starting
+    thread: NodeProcesses.start is called from the app's main thread.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def node_command(node: str, env: dict[str, str]) -> list[str]:
@@ -44,12 +54,17 @@ class NodeProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.children: dict[str, subprocess.Popen] = {}
+        self._previous_sigterm: object = None  # the app's SIGTERM handler while ours is installed
 
     def start(self, node: str, params_file: Path | None = None, params: dict | None = None,
               prefix: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
         """`prefix` runs the node through another program (e.g. `ip netns exec NS` for another
         host; it must exec the node, so signals reach it); `env` replaces this set's environment."""
         env = self.env if env is None else env
+        if self._previous_sigterm is None and threading.current_thread() is threading.main_thread():
+            # SIGTERM (kill, systemd, a job scheduler) then ends the app the way Ctrl-C does: its context
+            # managers unwind and stop() gives every node its SIGINT, so the recorder finalises its episode.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
         cmd = [*(prefix or []), *node_command(node, env), "-m", f"vla_ros.ros.{node}", "--ros-args"]
         if params_file is not None:
             cmd += ["--params-file", str(params_file)]
@@ -60,7 +75,7 @@ class NodeProcesses:
         log.write(f"# {shlex.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_stop_with_parent)
         log.close()
         self.children[node] = proc
         return proc
@@ -74,6 +89,14 @@ class NodeProcesses:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._signal_children(timeout_s)
+        finally:
+            if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
+
+    def _signal_children(self, timeout_s: float) -> None:
         for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             alive = [p for p in self.children.values() if p.poll() is None]
             if not alive:
@@ -95,3 +118,7 @@ class NodeProcesses:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
