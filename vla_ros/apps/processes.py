@@ -15,13 +15,15 @@ from pathlib import Path
 
 POLICY_ENV_VAR = "VLA_ROS_POLICY_ENV"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only makes the call
 
 
 def _stop_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends it SIGTERM (a node's clean shutdown) when the process
-    that started it dies, even by SIGKILL, so a killed app leaves no node behind. (Tied to the starting
-    thread: NodeProcesses.start is called from the app's main thread.)"""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Runs in the child before exec: the kernel sends it SIGTERM (a node's clean shutdown) when the thread
+    that started it dies, even by SIGKILL, so a killed app leaves no node behind. NodeProcesses.start is called
+    from the app's main thread; the child does one foreign call and no allocation-heavy Python (preexec_fn
+    runs between fork and exec, where other threads' locks may be held)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def node_command(node: str, env: dict[str, str]) -> list[str]:
