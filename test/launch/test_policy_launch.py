@@ -181,7 +181,7 @@ def test_launch_brings_up_the_sim_system(ros, tmp_path, checkpoint_dir):
         assert policy.wait_for_services(10.0)
         assert _get(policy, "device").string_value == "cpu"
         assert _get(policy, "checkpoint_dir").string_value == str(checkpoint_dir)
-        assert _get(policy, "keep_ratio").double_value == 0.5
+        assert _get(policy, "keep_ratio").double_value == 0.0  # the checkpoint's own ratio
         assert _set(policy, "keep_ratio", 0.3).successful
         assert _get(policy, "keep_ratio").double_value == 0.3
         refused = _set(policy, "keep_ratio", 2.0)

@@ -184,6 +184,24 @@ def _set_params(ros, values: dict) -> list:
     return client.call(SetParameters.Request(parameters=params), timeout_sec=10.0).results
 
 
+class TrainedRatioPolicy(RampPolicy):
+    trained_keep_ratio = 1.0  # e.g. a DeepVision checkpoint trained without AGVP (every patch)
+
+
+def test_keep_ratio_zero_serves_the_ratio_the_checkpoint_was_trained_with(ros):
+    """Catches policy_node's own default (0.5) overriding the checkpoint's ratio: a model trained on every expert
+    patch was served half of them and failed every episode of the ablation (0/36)."""
+    policy = TrainedRatioPolicy()
+    start_policy_node(ros, policy, keep_ratio=0.0)
+    assert policy.keep_ratio == 1.0
+    [ok] = _set_params(ros, {"keep_ratio": 0.25})
+    assert ok.successful and policy.keep_ratio == 0.25
+    [back] = _set_params(ros, {"keep_ratio": 0.0})
+    assert back.successful and policy.keep_ratio == 1.0
+    [tiny] = _set_params(ros, {"keep_ratio": 0.01})
+    assert not tiny.successful and "the checkpoint's own" in tiny.reason and policy.keep_ratio == 1.0
+
+
 def test_parameter_change_applies_and_invalid_is_refused(ros):
     policy = RampPolicy()
     node = start_policy_node(ros, policy)

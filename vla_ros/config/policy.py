@@ -9,6 +9,7 @@ from vla_ros.config.schema import param
 from vla_ros.errors import ConfigError
 
 DEFAULT_JOINTS = SIM_JOINT_NAMES  # one source: the embedded simulated arm's joints (config/sim.py)
+MIN_KEEP_RATIO = 0.05  # below this AGVP keeps ~1 patch of a 16x16 grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,10 @@ class PolicyNodeConfig:
     observation_wait_s: float = param(
         5.0, "How long a goal waits for a fresh observation before it aborts naming the stale topic.",
         range=(0.0, 120.0), dynamic=True)
-    keep_ratio: float = param(0.5, "AGVP: fraction of vision-expert patches kept (applies from the next "
-                              "chunk; no effect on a checkpoint without AGVP: the baseline, shallow coupling).",
-                              range=(0.05, 1.0), dynamic=True)
+    keep_ratio: float = param(0.0, "AGVP: fraction of vision-expert patches kept, applied from the next chunk; "
+                              "0: the checkpoint's own (pruning.keep_ratio, what it was trained with). No effect "
+                              "on a checkpoint without AGVP (the baseline, shallow coupling).",
+                              range=(0.0, 1.0), dynamic=True)
     new_goal_policy: str = param(
         "reject", "While a goal runs, a new goal is rejected (reject: the running task is never cut short "
                   "by accident) or replaces it (preempt: the running goal aborts).",
@@ -73,6 +75,9 @@ class PolicyNodeConfig:
                                       "to record.", range=(0.1, 60.0), dynamic=True)
 
     def __post_init__(self) -> None:
+        if 0.0 < self.keep_ratio < MIN_KEEP_RATIO:
+            raise ConfigError(f"keep_ratio={self.keep_ratio}: 0 (the checkpoint's own) or in "
+                              f"[{MIN_KEEP_RATIO}, 1]")
         if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
             raise ConfigError(f"joint_names must be non-empty and unique, got {list(self.joint_names)}")
         if not self.camera_topics or len(set(self.camera_topics)) != len(self.camera_topics):

@@ -73,6 +73,11 @@ class OnnxPolicy:
     def keep_ratio(self) -> float:
         return self._keep_ratio
 
+    @property
+    def trained_keep_ratio(self) -> float:
+        """The checkpoint's own AGVP ratio (pruning.keep_ratio): what policy_node serves at keep_ratio 0."""
+        return self.config.pruning.keep_ratio
+
     def set_keep_ratio(self, keep_ratio: float) -> None:
         """Validated (ConfigError outside (0, 1]); applies from the next predict, whose K may need an export."""
         self._keep_ratio = check_keep_ratio(keep_ratio)
@@ -81,6 +86,8 @@ class OnnxPolicy:
         expert = self.config.expert
         if expert is None:
             return 0
+        if not self.config.uses_agvp:  # shallow coupling: every patch, whatever the ratio
+            return expert.patch_grid[0] * expert.patch_grid[1]
         return kept_patch_count(self._keep_ratio if keep_ratio is None else keep_ratio,
                                 expert.patch_grid[0] * expert.patch_grid[1])
 

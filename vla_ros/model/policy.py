@@ -103,6 +103,11 @@ class DeepVisionPolicy:
     def describe(self) -> dict[str, object]:
         return {"backend": self.backend, "device": str(self.device), "fast_inference": self.fast_inference}
 
+    @property
+    def trained_keep_ratio(self) -> float:
+        """The checkpoint's own AGVP ratio (pruning.keep_ratio): what policy_node serves at keep_ratio 0."""
+        return self.model.config.pruning.keep_ratio
+
     def set_keep_ratio(self, keep_ratio: float) -> None:
         """Validated (ConfigError outside (0, 1]); applies from the next predict. No effect on the baseline."""
         self._keep_ratio = check_keep_ratio(keep_ratio)

@@ -125,7 +125,7 @@ def load_policy(cfg: PolicyNodeConfig) -> Policy:
 
     fast = {"auto": None, "on": True, "off": False}[cfg.fast_inference]
     return build_policy(path, device=cfg.device, backend=cfg.inference_backend, fast_inference=fast,
-                        keep_ratio=cfg.keep_ratio)
+                        keep_ratio=cfg.keep_ratio or None)
 
 
 class _GoalRun:
@@ -218,7 +218,10 @@ class PolicyNode(Node):
         started = time.monotonic()
         self._policy = policy if policy is not None else load_policy(cfg)
         check_policy_matches(self._policy, cfg)
-        self._policy.set_keep_ratio(cfg.keep_ratio)
+        # keep_ratio 0 serves the ratio the checkpoint was trained with (a model trained on every patch must not
+        # be served half of them); None for policies without one.
+        self._trained_keep_ratio: float | None = getattr(self._policy, "trained_keep_ratio", None)
+        self._apply_keep_ratio(cfg.keep_ratio)
         self._gate = ObservationGate(cfg.camera_topics, cfg.joint_states_topic)
         self._rollout = Rollout(self._policy.spec)  # the goal loop's decisions; chunk ids count across goals
         self._receipt_lock = threading.Lock()
@@ -308,7 +311,12 @@ class PolicyNode(Node):
 
     def _on_params_changed(self, old: PolicyNodeConfig, new: PolicyNodeConfig) -> None:
         if new.keep_ratio != old.keep_ratio:
-            self._policy.set_keep_ratio(new.keep_ratio)
+            self._apply_keep_ratio(new.keep_ratio)
+
+    def _apply_keep_ratio(self, keep_ratio: float) -> None:
+        ratio = keep_ratio or self._trained_keep_ratio
+        if ratio is not None:
+            self._policy.set_keep_ratio(ratio)
 
     # -- goals --
     def begin_shutdown(self) -> Callable[[], bool]:
