@@ -263,7 +263,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "forward_ms": round(forward_latency_ms(checkpoint), 2),
             **{f"{task}_{key}": tasks[task][key] for task in TASKS if task in tasks
                for key in ("successes", "episodes", "success_rate", "mean_score")},
-            "chunk_latency_p50_ms": statistics.median(tasks[t]["latency_ms"]["p50"] for t in TASKS if t in tasks),
+            "chunk_latency_p50_ms": round(statistics.median(tasks[t]["latency_ms"]["p50"] for t in TASKS
+                                                            if t in tasks), 1),
         })
     summary = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                "episodes_per_task": args.episodes, "time_limit_s": args.time_limit_s, "seed0": args.seed0,
@@ -329,13 +330,18 @@ def plot(rows: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> Non
     for i, (task, key, hatch) in enumerate([("pour", "success_rate", ""), ("pour", "mean_score", "//"),
                                             ("write", "success_rate", ""), ("write", "mean_score", "//")]):
         values = [r.get(f"{task}_{key}") or 0.0 for r in rows]
-        ax_success.bar(x + (i - 1.5) * width, values, width, hatch=hatch,
+        errors = None
+        if key == "success_rate":  # the 95 % Wilson interval as asymmetric error bars
+            bounds = [wilson_interval(r.get(f"{task}_successes") or 0, r.get(f"{task}_episodes") or 0) for r in rows]
+            errors = [[v - low for v, (low, _) in zip(values, bounds)], [high - v for v, (_, high) in zip(values, bounds)]]
+        ax_success.bar(x + (i - 1.5) * width, values, width, hatch=hatch, yerr=errors, capsize=2,
                        color="tab:blue" if task == "pour" else "tab:orange", alpha=0.6 if hatch else 1.0,
                        label=f"{task} {key.replace('_', ' ')}")
     ax_success.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
     ax_success.set_ylim(0, 1.05)
     ax_success.set_title(f"closed loop, {summary['episodes_per_task']} held-out layouts per task, "
-                         f"{summary['steps']} steps x batch {summary['batch_size']} each", fontsize=10)
+                         f"{summary['steps']} steps x batch {summary['batch_size']} each (bars: 95 % interval)",
+                         fontsize=10)
     ax_success.legend(fontsize=8)
     ax_latency.barh(x, [r["forward_ms"] for r in rows], color="tab:gray", label="forward alone")
     ax_latency.scatter([r["chunk_latency_p50_ms"] for r in rows], x, color="black", zorder=3,
@@ -343,7 +349,7 @@ def plot(rows: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> Non
     ax_latency.set_yticks(x, labels, fontsize=8)
     ax_latency.invert_yaxis()
     ax_latency.set_xlabel("ms (CPU)")
-    ax_latency.legend(fontsize=8)
+    ax_latency.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
