@@ -58,11 +58,16 @@ class RosHarness:
         self.executor.add_node(node)
         return node
 
-    def node(self, name: str):
-        """A plain helper node (publishers, subscribers, clients for the test)."""
+    def node(self, name: str, setup=None):
+        """A plain helper node (publishers, subscribers, clients for the test). setup(node) runs before the
+        node joins the spinning executor: rclpy's ActionClient registers itself with its node before it has
+        its lock, so one created on a node already being spun can crash the spin thread."""
         import rclpy
 
-        return self.add(rclpy.create_node(name, context=self.context))
+        node = rclpy.create_node(name, context=self.context)
+        if setup is not None:
+            setup(node)
+        return self.add(node)
 
     def shutdown(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)

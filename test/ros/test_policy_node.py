@@ -31,8 +31,10 @@ class GoalClient:
     """Sends RunPolicy goals and collects published chunks and feedback."""
 
     def __init__(self, ros) -> None:
-        self.node = ros.node("policy_test_client")
-        self.client = ActionClient(self.node, RunPolicy, "/vla/run_policy")
+        clients = []
+        self.node = ros.node("policy_test_client",
+                             setup=lambda node: clients.append(ActionClient(node, RunPolicy, "/vla/run_policy")))
+        self.client = clients[0]
         self.chunks: list[ActionChunk] = []
         self.feedback: list = []
         self.node.create_subscription(ActionChunk, "/vla/action_chunk", self.chunks.append, 10)
