@@ -35,11 +35,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from vla_ros.model.configuration import DeepVisionConfig
+
+if TYPE_CHECKING:
+    from vla_ros.model.checkpoint import LoadedCheckpoint
 from vla_ros.paths import default_checkpoint_dir
 
 TASKS = ("pour", "write")
@@ -215,14 +218,11 @@ def evaluate_all(args: argparse.Namespace) -> None:
     _pool(args.eval_jobs, work, "evaluate variants")
 
 
-def forward_latency_ms(checkpoint: Path, repeats: int = 30) -> float:
+def forward_latency_ms(loaded: LoadedCheckpoint, repeats: int = 30) -> float:
     """Median forward time of the model alone, batch 1, one CPU thread, on a camera-sized random frame."""
     import torch
 
-    from vla_ros.model.checkpoint import load_checkpoint
-
     torch.set_num_threads(1)
-    loaded = load_checkpoint(checkpoint)
     robot = loaded.processor.config.robot
     generator = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (1, len(robot.camera_names), *robot.camera_image_size_px, 3), dtype=torch.uint8,
@@ -250,17 +250,17 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         tasks = result["summary"]
         log = json.loads((run / "train_log.json").read_text()) if (run / "train_log.json").is_file() else {}
         wall = json.loads((run / "wall_s.json").read_text()) if (run / "wall_s.json").is_file() else {}
-        config = DeepVisionConfig.load_json(checkpoint / "config.json")
         from vla_ros.model.checkpoint import load_checkpoint
 
-        params = load_checkpoint(checkpoint).model.parameter_counts()["total"]
+        loaded = load_checkpoint(checkpoint)  # once: its config, parameter count and forward time
+        config = loaded.model.config
         rows.append({
-            "variant": name, "label": BY_NAME[name].label, "parameters": params,
+            "variant": name, "label": BY_NAME[name].label, "parameters": loaded.model.parameter_counts()["total"],
             "expert": config.expert is not None, "head": config.head.name,
             "coupled_llm_layers": list(config.coupled_llm_layers) if config.expert is not None else [],
             "keep_ratio": config.pruning.keep_ratio if config.uses_agvp else None,
             "final_train_l1": _final_loss(log), "train_wall_s": wall.get("train_wall_s"),
-            "forward_ms": round(forward_latency_ms(checkpoint), 2),
+            "forward_ms": round(forward_latency_ms(loaded), 2),
             **{f"{task}_{key}": tasks[task][key] for task in TASKS if task in tasks
                for key in ("successes", "episodes", "success_rate", "mean_score")},
             "chunk_latency_p50_ms": round(statistics.median(tasks[t]["latency_ms"]["p50"] for t in TASKS

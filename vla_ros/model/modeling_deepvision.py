@@ -25,7 +25,7 @@ from vla_ros.model.coupled_attention import CoupledLayerPair, Rope, decoder_laye
 from vla_ros.model.heads import HeadInputs, build_head
 from vla_ros.model.masks import TokenKind, attention_mask, coupled_kinds, vla_kinds
 from vla_ros.model.processing import ModelInputs
-from vla_ros.model.pruning import action_to_vision_saliency, kept_patch_count, select_expert_patches
+from vla_ros.model.pruning import action_to_vision_saliency, kept_patches_per_camera, select_expert_patches
 
 # Stages of forward(), in execution order, as torch.profiler ranges named STAGE_PREFIX + stage (bench/bench_gpu.py
 # reads them). prepare: embeddings, masks, MRoPE ids and RoPE tables; agvp: saliency rows, top-K, gathering the
@@ -93,12 +93,7 @@ class DeepVisionVLA(nn.Module):
         self.keep_ratio = check_keep_ratio(keep_ratio)
 
     def kept_patches_per_camera(self, keep_ratio: float | None = None) -> int:
-        if self.config.expert is None:
-            return 0
-        grid_h, grid_w = self.config.expert.patch_grid
-        if not self.config.uses_agvp:
-            return grid_h * grid_w
-        return kept_patch_count(self.keep_ratio if keep_ratio is None else keep_ratio, grid_h * grid_w)
+        return kept_patches_per_camera(self.config, self.keep_ratio if keep_ratio is None else keep_ratio)
 
     def parameter_counts(self) -> dict[str, int]:
         def count(module: nn.Module | None) -> int:

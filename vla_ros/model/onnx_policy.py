@@ -27,7 +27,7 @@ from vla_ros.model.checkpoint import load_checkpoint, load_processor
 from vla_ros.model.configuration import check_keep_ratio
 from vla_ros.model.modeling_deepvision import DeepVisionVLA
 from vla_ros.model.processing import ModelInputs
-from vla_ros.model.pruning import kept_patch_count
+from vla_ros.model.pruning import kept_patches_per_camera
 from vla_ros.types import Observation, PolicyOutput, PolicySpec
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,7 @@ class OnnxPolicy:
         self._keep_ratio = check_keep_ratio(keep_ratio)
 
     def kept_patches_per_camera(self, keep_ratio: float | None = None) -> int:
-        expert = self.config.expert
-        if expert is None:
-            return 0
-        if not self.config.uses_agvp:  # shallow coupling: every patch, whatever the ratio
-            return expert.patch_grid[0] * expert.patch_grid[1]
-        return kept_patch_count(self._keep_ratio if keep_ratio is None else keep_ratio,
-                                expert.patch_grid[0] * expert.patch_grid[1])
+        return kept_patches_per_camera(self.config, self._keep_ratio if keep_ratio is None else keep_ratio)
 
     def describe(self) -> dict[str, object]:
         return {"backend": self.backend, "provider": self.provider, "providers": [p for p, _ in self.providers],

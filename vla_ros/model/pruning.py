@@ -6,8 +6,13 @@ map; test_pruning checks it against the full map written out.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from vla_ros.model.configuration import DeepVisionConfig
 
 
 def action_to_vision_saliency(q_action: torch.Tensor, k: torch.Tensor, action_key_mask: torch.Tensor,
@@ -40,6 +45,15 @@ def _visual_mass(probs: torch.Tensor, visual_index: torch.Tensor, renormalize: b
 def kept_patch_count(keep_ratio: float, num_patches: int) -> int:
     """K = round(ratio * P), at least one patch."""
     return max(1, min(num_patches, round(keep_ratio * num_patches)))
+
+
+def kept_patches_per_camera(config: DeepVisionConfig, keep_ratio: float) -> int:
+    """Expert patches entering the coupled layers per camera: none without an expert, every one without AGVP
+    (shallow coupling), else K for the ratio. The torch and ONNX Runtime policies both count with this."""
+    if config.expert is None:
+        return 0
+    patches = config.expert.patch_grid[0] * config.expert.patch_grid[1]
+    return kept_patch_count(keep_ratio, patches) if config.uses_agvp else patches
 
 
 def select_expert_patches(saliency: torch.Tensor, patch_grid: tuple[int, int], keep: int,
